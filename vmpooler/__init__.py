@@ -1,0 +1,1 @@
+"""Composition root: settings loading, CLI and process wiring for the vmpooler service."""
