@@ -1,0 +1,172 @@
+"""Pool decisions: every state-dependent change is one Lua call in the pool's slot (DESIGN §3)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from events import Event, Keys, PoolConfigured, VmCheckedOut, encode
+from events.lifecycle import STATES
+
+from ._scripts import Scripts
+from .errors import Refused
+from .names import NameGenerator
+
+__all__ = ["Clock", "Meta", "PoolCommands", "system_clock"]
+
+Clock = Callable[[], int]
+"""Returns the current time in milliseconds since the epoch; injected so tests drive time."""
+
+
+def system_clock() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Meta:
+    """Envelope metadata for the events of one command: who, and which request or event caused it."""
+
+    __slots__ = ("actor", "causation_id", "correlation_id")
+
+    def __init__(self, actor: str, correlation_id: str = "", causation_id: str = "") -> None:
+        self.actor = actor
+        self.correlation_id = correlation_id
+        self.causation_id = causation_id
+
+
+class PoolCommands:
+    """Atomic decisions on pools. The only writer of the pools' decision state and streams.
+
+    Args:
+        redis: client (bytes replies).
+        keys: key names of this installation.
+        names: generator of candidate VM names.
+        clock: time source in ms.
+        new_id: fresh unique id source (event ids are ``<id>-<n>``).
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        names: NameGenerator | None = None,
+        clock: Clock = system_clock,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.names = names or NameGenerator()
+        self.clock = clock
+        self.new_id = new_id
+        self._scripts = Scripts(redis)
+
+    async def _reserve(self, pool: str, n: int) -> list[str]:
+        """Reserve ``n`` fresh names for ``pool`` in the cross-pool name registry."""
+        if n <= 0:
+            return []
+        candidates = self.names.many(n)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in candidates:
+                pipe.hsetnx(self.keys.names(), name, pool)
+            won = await pipe.execute()
+        return [name for name, ok in zip(candidates, won, strict=True) if ok]
+
+    async def _release(self, reserved: Sequence[str], used: Sequence[bytes | str]) -> None:
+        taken = {u.decode() if isinstance(u, bytes) else u for u in used}
+        unused = [n for n in reserved if n not in taken]
+        if unused:
+            await self.redis.hdel(self.keys.names(), *unused)
+
+    def _head(self, meta: Meta) -> list[Any]:
+        return [self.clock(), self.new_id(), meta.actor, meta.correlation_id, meta.causation_id]
+
+    async def _run(self, script: str, pool: str, meta: Meta, args: list[Any], spare: int) -> Any:
+        """Run a decision script with ``spare`` reserved candidate names; release the unused ones."""
+        names = await self._reserve(pool, spare)
+        result, made = await self._scripts[script](
+            keys=[self.keys.base(pool)], args=[*self._head(meta), *args, *names]
+        )
+        if names:
+            await self._release(names, made)
+        return result
+
+    async def configure(self, pool: str, settings: PoolConfigured, meta: Meta) -> tuple[bool, int]:
+        """Record the pool's settings if they changed; trim excess VMs and refill.
+
+        Returns:
+            (whether a ``pool.configured`` event was appended, how many VMs were discarded as excess)
+        """
+        await self.redis.sadd(self.keys.pools(), pool)
+        changed, trimmed = await self._run("configure", pool, meta, [encode(settings)], spare=settings.size)
+        return bool(changed), int(trimmed)
+
+    async def checkout(self, pool: str, n: int, event: VmCheckedOut, meta: Meta) -> list[str]:
+        """Hand out ``n`` ready VMs of ``pool``, oldest first, or none; the refill is requested at once."""
+        picked = await self._run("checkout", pool, meta, [n, encode(event)], spare=n + 1)
+        return [p.decode() for p in picked]
+
+    async def append(self, pool: str, events: Sequence[tuple[str, Event]], meta: Meta, *, refill: int = 0) -> list[str]:
+        """Append events about VMs of ``pool``, all or none, each checked against the state machine.
+
+        Raises:
+            Refused: an event is not allowed in its VM's current state; nothing was appended.
+        """
+        args: list[Any] = [len(events)]
+        for vm, event in events:
+            args += [vm, event.__struct_config__.tag, encode(event)]
+        result = await self._run("append", pool, meta, args, spare=refill)
+        if result[0] == 0:
+            index = int(result[1]) - 1
+            vm, event = events[index]
+            raise Refused(vm, str(event.__struct_config__.tag), result[2].decode())
+        return [r.decode() for r in result[1:]]
+
+    async def refill(self, pool: str, meta: Meta, spare: int = 8) -> None:
+        """Request clones for any shortfall of ``pool`` (with up to ``spare`` new names)."""
+        await self.append(pool, [], meta, refill=spare)
+
+    async def fire_due(self, pool: str, meta: Meta, limit: int = 200) -> int:
+        """Fire the deadlines of ``pool`` that are due now; returns how many events that appended."""
+        return int(await self._run("fire_due", pool, meta, [limit], spare=4))
+
+    async def reset(self, pool: str, meta: Meta) -> int:
+        """Drain ``pool`` (discard every pending and ready VM) and refill it; returns how many were drained."""
+        size = int(await self.redis.hget(self.keys.config(pool), "size") or 0)
+        return int(await self._run("reset", pool, meta, [], spare=size))
+
+    async def reconcile(self, pool: str, inventory: Sequence[str], listed_at: int, meta: Meta) -> tuple[int, int]:
+        """Converge with the provider's inventory listed at ``listed_at`` (ms).
+
+        Returns:
+            (VMs found vanished, VMs discovered)
+        """
+        vanished, discovered = await self._run(
+            "reconcile", pool, meta, [listed_at, len(inventory), *inventory], spare=4
+        )
+        return int(vanished), int(discovered)
+
+    async def rebuild_state(self, pool: str, batch: int = 500) -> int:
+        """Drop the pool's decision state and rebuild it by replaying its log; returns refused entries."""
+        await self.drop_state(pool)
+        refused, start = 0, "-"
+        while True:
+            entries = await self.redis.xrange(self.keys.stream(pool), min=start, count=batch)
+            if not entries:
+                return refused
+            args: list[Any] = [len(entries)]
+            for _, f in entries:
+                args += [f[b"vm"], f[b"type"], f[b"at"], f[b"data"]]
+            refused += int(await self._scripts["replay"](keys=[self.keys.base(pool)], args=args))
+            last = entries[-1][0].decode()
+            start = "(" + last
+
+    async def drop_state(self, pool: str) -> None:
+        """Delete the pool's decision state (never its log)."""
+        base = self.keys.base(pool)
+        await self.redis.delete(*[f"{base}:{k}" for k in ("state", "due", "carry", "gone", "cfg")],
+                                *[self.keys.in_state(pool, s) for s in STATES])
+
