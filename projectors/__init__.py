@@ -1,0 +1,30 @@
+"""Projectors: read models folded from the log, and the queries over them."""
+
+from __future__ import annotations
+
+from ._base import Projection
+from ._tx import Tx
+from .pool_status import PoolStatus
+from .read import ReadModels
+from .runner import ProjectionRunner
+from .token_index import TokenIndex
+from .views import PoolStatusView, VmView
+from .vm_detail import VmDetail
+
+__all__ = [
+    "ALL_PROJECTIONS",
+    "PoolStatus",
+    "PoolStatusView",
+    "Projection",
+    "ProjectionRunner",
+    "ReadModels",
+    "TokenIndex",
+    "Tx",
+    "VmDetail",
+    "VmView",
+]
+
+
+def ALL_PROJECTIONS() -> list[Projection]:
+    """A fresh instance of every projection."""
+    return [VmDetail(), PoolStatus(), TokenIndex()]

@@ -1,0 +1,215 @@
+"""Runs projections over pool streams: one active consumer per (projection, stream) by lease,
+consumer groups for delivery, checkpoint written atomically with the read-model change."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from importlib import resources
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from events import Keys, Recorded, decode_entry
+
+from ._base import Projection
+from ._tx import Tx
+
+__all__ = ["ProjectionRunner"]
+
+log = logging.getLogger(__name__)
+
+_APPLY = (resources.files("projectors") / "lua" / "apply.lua").read_text()
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+class ProjectionRunner:
+    """Folds pool streams into read models.
+
+    Args:
+        redis: client (bytes replies).
+        keys: key names of this installation.
+        projections: the read models to maintain.
+        pools: the pool streams to follow.
+        consumer: this process's consumer name (unique per process).
+        lease_ms: how long a lease on a (projection, stream) lasts without renewal.
+        batch: entries per read.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        projections: Sequence[Projection],
+        pools: Sequence[str],
+        *,
+        consumer: str,
+        lease_ms: int = 10_000,
+        batch: int = 200,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.projections = list(projections)
+        self.pools = list(pools)
+        self.consumer = consumer
+        self.lease_ms = lease_ms
+        self.batch = batch
+        self._apply = redis.register_script(_APPLY)
+        self._renew = redis.register_script(_RENEW)
+        self._held: dict[str, set[str]] = {p.name: set() for p in self.projections}
+
+    def group(self, projection: Projection) -> str:
+        return f"proj:{projection.name}"
+
+    def checkpoint_key(self, projection: Projection, pool: str) -> str:
+        return f"{projection.owned_prefix(self.keys, pool)}:checkpoint"
+
+    async def _acquire(self, projection: Projection, pool: str) -> bool:
+        """Take or renew the lease; on a fresh take, point the group at our checkpoint."""
+        lease = self.keys.lease(pool, self.group(projection))
+        held = self._held[projection.name]
+        if pool in held:
+            if await self._renew(keys=[lease], args=[self.consumer, self.lease_ms]):
+                return True
+            held.discard(pool)
+        if not await self.redis.set(lease, self.consumer, nx=True, px=self.lease_ms):
+            return False
+        stream, group = self.keys.stream(pool), self.group(projection)
+        checkpoint = (await self.redis.get(self.checkpoint_key(projection, pool)) or b"0-0").decode()
+        try:
+            await self.redis.xgroup_create(stream, group, id=checkpoint, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+            await self.redis.xgroup_setid(stream, group, id=checkpoint)
+        await self._ack_stale(stream, group)
+        held.add(pool)
+        return True
+
+    async def _ack_stale(self, stream: str, group: str) -> None:
+        """Entries left pending by an earlier holder are re-delivered after SETID; ack the old claims."""
+        while True:
+            claimed = await self.redis.xautoclaim(
+                stream, group, self.consumer, min_idle_time=0, start_id="0-0", count=500, justid=True
+            )
+            if not claimed:
+                return
+            await self.redis.xack(stream, group, *claimed)
+
+    async def renew(self) -> None:
+        for projection in self.projections:
+            for pool in self.pools:
+                await self._acquire(projection, pool)
+
+    async def step(self, block_ms: int | None = None) -> int:
+        """Read and apply one batch per held stream of every projection; returns entries applied."""
+        applied = 0
+        for projection in self.projections:
+            applied += await self._step_one(projection, block_ms)
+        return applied
+
+    async def _step_one(self, projection: Projection, block_ms: int | None) -> int:
+        held = sorted(self._held[projection.name])
+        if not held:
+            return 0
+        streams = {self.keys.stream(p): ">" for p in held}
+        reply = await self.redis.xreadgroup(
+            self.group(projection), self.consumer, streams, count=self.batch, block=block_ms
+        )
+        applied = 0
+        for raw_stream, entries in reply or []:
+            name = raw_stream.decode() if isinstance(raw_stream, bytes) else raw_stream
+            pool = name[name.index("{") + 1 : name.rindex("}")]
+            applied += await self._apply_batch(projection, pool, entries)
+        return applied
+
+    async def _apply_batch(self, projection: Projection, pool: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+        records = [decode_entry(pool, pos, fields) for pos, fields in entries if fields]
+        if records:
+            await self.apply(projection, pool, records)
+        await self.redis.xack(self.keys.stream(pool), self.group(projection), *[pos for pos, _ in entries])
+        return len(records)
+
+    async def apply(self, projection: Projection, pool: str, records: Sequence[Recorded]) -> None:
+        """Fold ``records`` into the read model and move the checkpoint to the last one, atomically."""
+        tx = Tx(self.redis)
+        await projection.apply(self.keys, pool, records, tx)
+        await self._apply(keys=[self.checkpoint_key(projection, pool)], args=[records[-1].position, *tx.finish()])
+
+    async def catch_up(self) -> int:
+        """Acquire leases and apply until every held stream is drained (for tests and tools)."""
+        await self.renew()
+        total = 0
+        while n := await self.step():
+            total += n
+        return total
+
+    async def run(self, stop: asyncio.Event, block_ms: int = 500) -> None:
+        """Follow the streams until ``stop`` is set: one reader per projection, leases renewed
+        a few times per lease period."""
+
+        async def renewer() -> None:
+            while not stop.is_set():
+                try:
+                    await self.renew()
+                except Exception:
+                    log.exception("lease renewal failed; retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.lease_ms / 3000)
+
+        async def reader(projection: Projection) -> None:
+            while not stop.is_set():
+                try:
+                    if not await self._step_one(projection, block_ms) and not self._held[projection.name]:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), block_ms / 1000)
+                except Exception:  # a projector must outlive a Redis blip; it resumes from its checkpoint
+                    log.exception("projection %s failed; retrying", projection.name)
+                    await asyncio.sleep(1)
+
+        await self.renew()
+        await asyncio.gather(renewer(), *(reader(p) for p in self.projections))
+
+    async def rebuild(self) -> int:
+        """Drop every read model of these projections and fold the whole log again.
+
+        Takes each (projection, stream) lease for the duration, so live runners pause on it, and
+        releases it after; they then resume from the rebuilt checkpoint. Returns entries applied.
+        """
+        total = 0
+        for projection in self.projections:
+            for pool in self.pools:
+                lease = self.keys.lease(pool, self.group(projection))
+                await self.redis.set(lease, f"rebuild:{self.consumer}", px=600_000)
+                self._held[projection.name].discard(pool)
+                try:
+                    total += await self._refold(projection, pool)
+                finally:
+                    await self.redis.delete(lease)
+        return total
+
+    async def _refold(self, projection: Projection, pool: str) -> int:
+        await self.drop(projection, pool)
+        total, start = 0, "-"
+        while entries := await self.redis.xrange(self.keys.stream(pool), min=start, count=self.batch):
+            records = [decode_entry(pool, pos, f) for pos, f in entries]
+            await self.apply(projection, pool, records)
+            total += len(records)
+            start = "(" + records[-1].position
+        return total
+
+    async def drop(self, projection: Projection, pool: str) -> None:
+        """Delete one read model of one pool, checkpoint included (SCAN by its key prefix)."""
+        batch: list[bytes] = []
+        async for key in self.redis.scan_iter(match=f"{projection.owned_prefix(self.keys, pool)}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                await self.redis.delete(*batch)
+                batch.clear()
+        if batch:
+            await self.redis.delete(*batch)
