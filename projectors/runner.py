@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from events import Keys, Recorded, decode_entry
+from events.lease import Lease
 
 from ._base import Projection
 from ._tx import Tx
@@ -22,10 +23,6 @@ __all__ = ["ProjectionRunner"]
 log = logging.getLogger(__name__)
 
 _APPLY = (resources.files("projectors") / "lua" / "apply.lua").read_text()
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
 
 
 class ProjectionRunner:
@@ -60,7 +57,7 @@ class ProjectionRunner:
         self.lease_ms = lease_ms
         self.batch = batch
         self._apply = redis.register_script(_APPLY)
-        self._renew = redis.register_script(_RENEW)
+        self._lease = Lease(redis, consumer, lease_ms)
         self._held: dict[str, set[str]] = {p.name: set() for p in self.projections}
 
     def group(self, projection: Projection) -> str:
@@ -71,14 +68,12 @@ class ProjectionRunner:
 
     async def _acquire(self, projection: Projection, pool: str) -> bool:
         """Take or renew the lease; on a fresh take, point the group at our checkpoint."""
-        lease = self.keys.lease(pool, self.group(projection))
         held = self._held[projection.name]
-        if pool in held:
-            if await self._renew(keys=[lease], args=[self.consumer, self.lease_ms]):
-                return True
+        if not await self._lease.hold(self.keys.lease(pool, self.group(projection))):
             held.discard(pool)
-        if not await self.redis.set(lease, self.consumer, nx=True, px=self.lease_ms):
             return False
+        if pool in held:
+            return True
         stream, group = self.keys.stream(pool), self.group(projection)
         checkpoint = (await self.redis.get(self.checkpoint_key(projection, pool)) or b"0-0").decode()
         try:

@@ -1,0 +1,195 @@
+"""Work with side effects outside Redis, one handler per event type (at-least-once, idempotent).
+
+Every handler first re-checks the VM's state, so a redelivered or duplicated entry does nothing
+twice; the VM name was decided in the event, so a retried clone adopts what the provider has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+import msgspec
+
+import events as ev
+from events import Recorded
+from events.lifecycle import TRANSITIONS
+
+from .errors import Refused
+from .pool import Meta, PoolCommands
+from .provider import PoolTarget, Provider, ProviderError
+
+__all__ = ["Handlers", "Targets", "destroy_backoff"]
+
+log = logging.getLogger(__name__)
+
+Targets = Callable[[str], tuple[Provider, PoolTarget]]
+"""Pool name → (its provider, what the provider needs to know about the pool)."""
+
+_ENTERS_COMPLETED = frozenset(
+    t for t, r in TRANSITIONS.items() if r.target == "completed" and t != "vm.destroy-failed"
+)
+
+
+def destroy_backoff(attempt: int) -> float:
+    """Seconds before destroy attempt ``attempt + 1``: 5 s doubling, at most 10 minutes."""
+    return float(min(600, 5 * 2 ** (attempt - 1)))
+
+
+class Handlers:
+    """The worker's handlers. ``handle`` returns when the entry's work is done (or not needed).
+
+    Args:
+        commands: the pool decisions.
+        targets: resolves a pool to its provider.
+        worker: this worker's name (recorded in events).
+        poll: readiness polling interval bounds in seconds (first, maximum).
+        migrate: whether to ask the provider to migrate VMs at checkout (vmpooler's migration_limit).
+    """
+
+    def __init__(
+        self,
+        commands: PoolCommands,
+        targets: Targets,
+        *,
+        worker: str,
+        poll: tuple[float, float] = (0.05, 2.0),
+        migrate: bool = False,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.commands = commands
+        self.targets = targets
+        self.worker = worker
+        self.poll = poll
+        self.migrate = migrate
+        self.sleep = sleep
+
+    def wants(self, event_type: str) -> bool:
+        return (
+            event_type in _ENTERS_COMPLETED
+            or event_type in _SIMPLE
+            or (event_type == "vm.checked-out" and self.migrate)
+        )
+
+    async def handle(self, r: Recorded, deliveries: int = 1) -> None:
+        meta = Meta(f"worker:{self.worker}", r.correlation_id, r.event_id)
+        e = r.event
+        if isinstance(e, ev.VmCloneRequested):
+            await self._clone(r.stream, r.vm, e, deliveries, meta)
+        elif isinstance(e, ev.VmCloned):
+            await self._await_ready(r.stream, r.vm, r.at, e.seconds, meta)
+        elif r.type in _ENTERS_COMPLETED or isinstance(e, ev.VmDestroyRequested):
+            attempt = e.attempt if isinstance(e, ev.VmDestroyRequested) else 1
+            await self._destroy(r.stream, r.vm, attempt, deliveries > 1, meta)
+        elif isinstance(e, ev.VmCheckedOut):
+            await self._task(r.stream, r.vm, "migrate", meta, lambda p, t: p.migrate_vm(t, r.vm), e)
+        elif isinstance(e, ev.VmDiskRequested):
+            await self._task(r.stream, r.vm, "disk", meta, lambda p, t: p.create_disk(t, r.vm, e.size_gb), e)
+        elif isinstance(e, ev.VmSnapshotRequested):
+            await self._task(r.stream, r.vm, "snapshot", meta, lambda p, t: p.create_snapshot(t, r.vm, e.name), e)
+        elif isinstance(e, ev.VmRevertRequested):
+            await self._task(r.stream, r.vm, "revert", meta, lambda p, t: p.revert_snapshot(t, r.vm, e.name), e)
+
+    async def _state(self, pool: str, vm: str) -> str:
+        raw = await self.commands.redis.hget(self.commands.keys.state(pool), vm)
+        return raw.decode() if raw is not None else ""
+
+    async def _append(self, pool: str, vm: str, event: ev.Event, meta: Meta) -> bool:
+        try:
+            await self.commands.append(pool, [(vm, event)], meta, refill=2)
+        except Refused as exc:
+            log.info("%s", exc)
+            return False
+        return True
+
+    async def _clone(self, pool: str, vm: str, e: ev.VmCloneRequested, deliveries: int, meta: Meta) -> None:
+        if await self._state(pool, vm) != "cloning":
+            return
+        if not await self._append(pool, vm, ev.VmCloneStarted(worker=self.worker, attempt=deliveries), meta):
+            return
+        provider, target = self.targets(pool)
+        target = msgspec.structs.replace(target, template=e.template or target.template)
+        started = time.monotonic()
+        try:
+            info = await provider.get_vm(target, vm)
+            adopted = info is not None
+            if info is None:
+                info = await provider.create_vm(target, vm)
+        except Exception as exc:  # any provider failure fails this clone; the pool refills
+            permanent = isinstance(exc, ProviderError) and exc.permanent
+            failed = ev.VmCloneFailed(error=str(exc) or type(exc).__name__, error_class=type(exc).__name__,
+                                      permanent=permanent)
+            await self._append(pool, vm, failed, meta)
+            return
+        cloned = ev.VmCloned(seconds=round(time.monotonic() - started, 3), ip=info.ip, host=info.host, adopted=adopted)
+        if not await self._append(pool, vm, cloned, meta) and await self._state(pool, vm) in {"", "completed", "destroying"}:
+            await provider.destroy_vm(target, vm)  # the VM was retired while cloning: do not leak it
+
+    async def _await_ready(self, pool: str, vm: str, cloned_at: int, clone_seconds: float, meta: Meta) -> None:
+        provider, target = self.targets(pool)
+        delay = self.poll[0]
+        while await self._state(pool, vm) == "booting":
+            try:
+                ready = await provider.vm_ready(target, vm)
+            except Exception as exc:  # not ready yet; the boot timeout decides when to give up
+                log.info("ready check of %s failed: %s", vm, exc)
+                ready = False
+            if ready:
+                boot = clone_seconds + max(0, self.commands.clock() - cloned_at) / 1000
+                await self._append(pool, vm, ev.VmReady(boot_seconds=round(boot, 3)), meta)
+                return
+            await self.sleep(delay)
+            delay = min(self.poll[1], delay * 2)
+
+    async def _destroy(self, pool: str, vm: str, attempt: int, redelivered: bool, meta: Meta) -> None:
+        state = await self._state(pool, vm)
+        if state == "completed":
+            if not await self._append(pool, vm, ev.VmDestroyStarted(worker=self.worker), meta):
+                return
+        elif not (state == "destroying" and redelivered):  # a crashed destroy is finished by its redelivery
+            return
+        provider, target = self.targets(pool)
+        started = time.monotonic()
+        try:
+            await provider.destroy_vm(target, vm)
+        except Exception as exc:
+            failed = ev.VmDestroyFailed(error=str(exc) or type(exc).__name__, attempt=attempt,
+                                        retry_in=destroy_backoff(attempt))
+            await self._append(pool, vm, failed, meta)
+            return
+        await self._append(pool, vm, ev.VmDestroyed(seconds=round(time.monotonic() - started, 3)), meta)
+
+    async def _task(
+        self,
+        pool: str,
+        vm: str,
+        task: str,
+        meta: Meta,
+        call: Callable[[Provider, PoolTarget], Awaitable[object]],
+        e: ev.Event,
+    ) -> None:
+        provider, target = self.targets(pool)
+        try:
+            result = await call(provider, target)
+        except Exception as exc:
+            await self._append(pool, vm, ev.VmTaskFailed(task=task, error=str(exc) or type(exc).__name__), meta)  # type: ignore[arg-type]
+            return
+        done: ev.Event | None = None
+        if isinstance(e, ev.VmDiskRequested):
+            done = ev.VmDiskAdded(size_gb=e.size_gb)
+        elif isinstance(e, ev.VmSnapshotRequested):
+            done = ev.VmSnapshotTaken(name=e.name)
+        elif isinstance(e, ev.VmRevertRequested):
+            done = ev.VmReverted(name=e.name)
+        elif isinstance(result, str) and result:
+            done = ev.VmMigrated(host=result)
+        if done is not None:
+            await self._append(pool, vm, done, meta)
+
+
+_SIMPLE: Mapping[str, None] = dict.fromkeys(
+    ("vm.clone-requested", "vm.cloned", "vm.destroy-requested", "vm.disk-requested",
+     "vm.snapshot-requested", "vm.revert-requested")
+)

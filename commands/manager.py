@@ -1,0 +1,120 @@
+"""The pool manager: keeps pools configured and full, fires deadlines and reconciles inventory.
+
+Each pool's duties are held by one manager at a time through a lease, so any number of managers
+can run and a dead one's pools fail over when its leases lapse. Every duty is an atomic,
+idempotent decision script, so a duty done twice during a hand-over does no harm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from events import Keys, PoolConfigured
+from events.lease import Lease
+
+from .handlers import Targets
+from .pool import Meta, PoolCommands
+
+__all__ = ["Manager"]
+
+log = logging.getLogger(__name__)
+
+
+class Manager:
+    """Timers of the pools.
+
+    Args:
+        commands: the pool decisions.
+        keys: key names.
+        settings: pool name → the ``PoolConfigured`` settings the YAML asks for.
+        targets: pool → (provider, target), for inventory.
+        holder: this process's unique name (lease holder).
+        lease_ms: fail-over time of a pool's duties.
+        tick_s: how often deadlines are fired and refills checked.
+        reconcile_s: how often the provider inventory is compared with the log.
+    """
+
+    def __init__(
+        self,
+        commands: PoolCommands,
+        keys: Keys,
+        settings: dict[str, PoolConfigured],
+        targets: Targets,
+        *,
+        holder: str,
+        lease_ms: int = 15_000,
+        tick_s: float = 1.0,
+        reconcile_s: float = 30.0,
+    ) -> None:
+        self.commands = commands
+        self.keys = keys
+        self.settings = settings
+        self.targets = targets
+        self.lease = Lease(commands.redis, holder, lease_ms)
+        self.tick_s = tick_s
+        self.reconcile_s = reconcile_s
+        self.meta = Meta(f"manager:{holder}")
+
+    @property
+    def pools(self) -> Sequence[str]:
+        return list(self.settings)
+
+    async def configure(self) -> None:
+        """Record each pool's configured settings (an event only when they changed); fill the pools."""
+        for pool, wanted in self.settings.items():
+            changed, trimmed = await self.commands.configure(pool, wanted, self.meta)
+            if changed:
+                log.info("pool %s configured: %s (%d excess VMs discarded)", pool, wanted, trimmed)
+
+    async def _held(self) -> list[str]:
+        return [p for p in self.pools if await self.lease.hold(self.keys.lease(p, "manager"))]
+
+    async def tick(self) -> int:
+        """Fire due deadlines and top up every pool we hold; returns events appended by deadlines."""
+        fired = 0
+        for pool in await self._held():
+            fired += await self.commands.fire_due(pool, self.meta)
+            await self.commands.refill(pool, self.meta)
+        return fired
+
+    async def reconcile(self) -> tuple[int, int]:
+        """Compare each held pool with its provider's inventory; returns (vanished, discovered)."""
+        vanished = discovered = 0
+        for pool in await self._held():
+            provider, target = self.targets(pool)
+            listed_at = self.commands.clock()
+            try:
+                inventory = await provider.list_vms(target)
+            except Exception as exc:  # a provider outage must not stop the other pools
+                log.warning("inventory of %s failed: %s", pool, exc)
+                continue
+            v, d = await self.commands.reconcile(pool, inventory, listed_at, self.meta)
+            vanished += v
+            discovered += d
+        return vanished, discovered
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Configure, then tick and reconcile until ``stop`` is set; Redis errors are retried."""
+        while not stop.is_set():
+            try:
+                await self.configure()
+                break
+            except Exception:
+                log.exception("configuring pools failed; retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1)
+        loop = asyncio.get_running_loop()
+        next_reconcile = loop.time() + self.reconcile_s
+        while not stop.is_set():
+            try:
+                await self.tick()
+                if loop.time() >= next_reconcile:
+                    await self.reconcile()
+                    next_reconcile = loop.time() + self.reconcile_s
+            except Exception:
+                log.exception("manager tick failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.tick_s)
