@@ -25,7 +25,7 @@ class QuotaError(AppError):
     """No capacity right now: the pool is empty or a limit is reached (HTTP 503)."""
 
 
-class TimeoutError_(AppError):  # noqa: N801 - avoid shadowing the builtin
+class TimeoutError_(AppError):
     """An operation did not finish in time."""
 
 

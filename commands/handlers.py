@@ -16,6 +16,7 @@ import msgspec
 import events as ev
 from events import Recorded
 from events.lifecycle import TRANSITIONS
+from events.streams import text
 
 from .errors import Refused
 from .pool import Meta, PoolCommands
@@ -88,13 +89,17 @@ class Handlers:
         elif isinstance(e, ev.VmDiskRequested):
             await self._task(r.stream, r.vm, "disk", meta, lambda p, t: p.create_disk(t, r.vm, e.size_gb), e)
         elif isinstance(e, ev.VmSnapshotRequested):
-            await self._task(r.stream, r.vm, "snapshot", meta, lambda p, t: p.create_snapshot(t, r.vm, e.name), e)
+            await self._task(
+                r.stream, r.vm, "snapshot", meta, lambda p, t: p.create_snapshot(t, r.vm, e.name), e
+            )
         elif isinstance(e, ev.VmRevertRequested):
-            await self._task(r.stream, r.vm, "revert", meta, lambda p, t: p.revert_snapshot(t, r.vm, e.name), e)
+            await self._task(
+                r.stream, r.vm, "revert", meta, lambda p, t: p.revert_snapshot(t, r.vm, e.name), e
+            )
 
     async def _state(self, pool: str, vm: str) -> str:
         raw = await self.commands.redis.hget(self.commands.keys.state(pool), vm)
-        return raw.decode() if raw is not None else ""
+        return text(raw)
 
     async def _append(self, pool: str, vm: str, event: ev.Event, meta: Meta) -> bool:
         try:
@@ -119,15 +124,24 @@ class Handlers:
                 info = await provider.create_vm(target, vm)
         except Exception as exc:  # any provider failure fails this clone; the pool refills
             permanent = isinstance(exc, ProviderError) and exc.permanent
-            failed = ev.VmCloneFailed(error=str(exc) or type(exc).__name__, error_class=type(exc).__name__,
-                                      permanent=permanent)
+            failed = ev.VmCloneFailed(
+                error=str(exc) or type(exc).__name__, error_class=type(exc).__name__, permanent=permanent
+            )
             await self._append(pool, vm, failed, meta)
             return
-        cloned = ev.VmCloned(seconds=round(time.monotonic() - started, 3), ip=info.ip, host=info.host, adopted=adopted)
-        if not await self._append(pool, vm, cloned, meta) and await self._state(pool, vm) in {"", "completed", "destroying"}:
+        cloned = ev.VmCloned(
+            seconds=round(time.monotonic() - started, 3), ip=info.ip, host=info.host, adopted=adopted
+        )
+        if not await self._append(pool, vm, cloned, meta) and await self._state(pool, vm) in {
+            "",
+            "completed",
+            "destroying",
+        }:
             await provider.destroy_vm(target, vm)  # the VM was retired while cloning: do not leak it
 
-    async def _await_ready(self, pool: str, vm: str, cloned_at: int, clone_seconds: float, meta: Meta) -> None:
+    async def _await_ready(
+        self, pool: str, vm: str, cloned_at: int, clone_seconds: float, meta: Meta
+    ) -> None:
         provider, target = self.targets(pool)
         delay = self.poll[0]
         while await self._state(pool, vm) == "booting":
@@ -155,8 +169,9 @@ class Handlers:
         try:
             await provider.destroy_vm(target, vm)
         except Exception as exc:
-            failed = ev.VmDestroyFailed(error=str(exc) or type(exc).__name__, attempt=attempt,
-                                        retry_in=destroy_backoff(attempt))
+            failed = ev.VmDestroyFailed(
+                error=str(exc) or type(exc).__name__, attempt=attempt, retry_in=destroy_backoff(attempt)
+            )
             await self._append(pool, vm, failed, meta)
             return
         await self._append(pool, vm, ev.VmDestroyed(seconds=round(time.monotonic() - started, 3)), meta)
@@ -174,7 +189,9 @@ class Handlers:
         try:
             result = await call(provider, target)
         except Exception as exc:
-            await self._append(pool, vm, ev.VmTaskFailed(task=task, error=str(exc) or type(exc).__name__), meta)  # type: ignore[arg-type]
+            await self._append(
+                pool, vm, ev.VmTaskFailed(task=task, error=str(exc) or type(exc).__name__), meta
+            )  # type: ignore[arg-type]
             return
         done: ev.Event | None = None
         if isinstance(e, ev.VmDiskRequested):
@@ -190,6 +207,12 @@ class Handlers:
 
 
 _SIMPLE: Mapping[str, None] = dict.fromkeys(
-    ("vm.clone-requested", "vm.cloned", "vm.destroy-requested", "vm.disk-requested",
-     "vm.snapshot-requested", "vm.revert-requested")
+    (
+        "vm.clone-requested",
+        "vm.cloned",
+        "vm.destroy-requested",
+        "vm.disk-requested",
+        "vm.snapshot-requested",
+        "vm.revert-requested",
+    )
 )

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from events import Event, Keys, PoolConfigured, VmCheckedOut, encode
 from events.lifecycle import STATES
+from events.streams import xrange
 
 from ._scripts import Scripts
 from .errors import Refused
@@ -109,7 +110,9 @@ class PoolCommands:
         picked = await self._run("checkout", pool, meta, [n, encode(event)], spare=n + 1)
         return [p.decode() for p in picked]
 
-    async def append(self, pool: str, events: Sequence[tuple[str, Event]], meta: Meta, *, refill: int = 0) -> list[str]:
+    async def append(
+        self, pool: str, events: Sequence[tuple[str, Event]], meta: Meta, *, refill: int = 0
+    ) -> list[str]:
         """Append events about VMs of ``pool``, all or none, each checked against the state machine.
 
         Raises:
@@ -138,7 +141,9 @@ class PoolCommands:
         size = int(await self.redis.hget(self.keys.config(pool), "size") or 0)
         return int(await self._run("reset", pool, meta, [], spare=size))
 
-    async def reconcile(self, pool: str, inventory: Sequence[str], listed_at: int, meta: Meta) -> tuple[int, int]:
+    async def reconcile(
+        self, pool: str, inventory: Sequence[str], listed_at: int, meta: Meta
+    ) -> tuple[int, int]:
         """Converge with the provider's inventory listed at ``listed_at`` (ms).
 
         Returns:
@@ -154,19 +159,19 @@ class PoolCommands:
         await self.drop_state(pool)
         refused, start = 0, "-"
         while True:
-            entries = await self.redis.xrange(self.keys.stream(pool), min=start, count=batch)
+            entries = await xrange(self.redis, self.keys.stream(pool), min=start, count=batch)
             if not entries:
                 return refused
             args: list[Any] = [len(entries)]
             for _, f in entries:
                 args += [f[b"vm"], f[b"type"], f[b"at"], f[b"data"]]
             refused += int(await self._scripts["replay"](keys=[self.keys.base(pool)], args=args))
-            last = entries[-1][0].decode()
-            start = "(" + last
+            start = "(" + entries[-1][0].decode()
 
     async def drop_state(self, pool: str) -> None:
         """Delete the pool's decision state (never its log)."""
         base = self.keys.base(pool)
-        await self.redis.delete(*[f"{base}:{k}" for k in ("state", "due", "carry", "gone", "cfg")],
-                                *[self.keys.in_state(pool, s) for s in STATES])
-
+        await self.redis.delete(
+            *[f"{base}:{k}" for k in ("state", "due", "carry", "gone", "cfg")],
+            *[self.keys.in_state(pool, s) for s in STATES],
+        )

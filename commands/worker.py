@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from events import Keys, decode_entry
+from events.streams import Entry, pool_of_stream, text, xreadgroup
 
 from .handlers import Handlers
 
@@ -78,14 +80,14 @@ class Worker:
             await asyncio.wait(list(self._inflight.values()), return_when=asyncio.FIRST_COMPLETED)
             return 0
         streams = {self.keys.stream(p): ">" for p in self.pools}
-        reply = await self.redis.xreadgroup(GROUP, self.consumer, streams, count=free, block=block_ms)  # type: ignore[arg-type]
         started = 0
-        for raw_stream, entries in reply or []:
-            stream = raw_stream.decode()
-            pool = stream[stream.index("{") + 1 : stream.rindex("}")]
+        for stream, entries in await xreadgroup(
+            self.redis, GROUP, self.consumer, streams, count=free, block=block_ms
+        ):
+            pool = pool_of_stream(stream)
             skip = []
             for position, fields in entries:
-                if self.handlers.wants(fields.get(b"type", b"").decode()):
+                if self.handlers.wants(text(fields.get(b"type"))):
                     self._start(pool, position, fields, 1)
                     started += 1
                 else:
@@ -111,43 +113,52 @@ class Worker:
 
     async def heartbeat(self) -> None:
         """Reset the idle time of entries we are still working on, so nobody reclaims them."""
-        for (pool, position) in list(self._inflight):
+        for pool, position in list(self._inflight):
             with contextlib.suppress(ResponseError):
-                await self.redis.xclaim(self.keys.stream(pool), GROUP, self.consumer, 0, [position], justid=True)
+                await self.redis.xclaim(
+                    self.keys.stream(pool), GROUP, self.consumer, 0, [position], justid=True
+                )
 
     async def reclaim(self) -> int:
         """Take over entries idle longer than ``reclaim_idle_ms``; dead-letter the hopeless ones."""
         taken = 0
         for pool in self.pools:
             stream = self.keys.stream(pool)
-            pending = await self.redis.xpending_range(
-                stream, GROUP, min="-", max="+", count=100, idle=self.reclaim_idle_ms
+            pending = cast(
+                list[dict[str, Any]],
+                await self.redis.xpending_range(
+                    stream, GROUP, min="-", max="+", count=100, idle=self.reclaim_idle_ms
+                ),
             )
             for p in pending:
-                position = p["message_id"]
+                position = cast(bytes, p["message_id"])
                 if (pool, position) in self._inflight:
                     continue
-                claimed = await self.redis.xclaim(stream, GROUP, self.consumer, self.reclaim_idle_ms, [position])
+                claimed = cast(
+                    list[Entry],
+                    await self.redis.xclaim(stream, GROUP, self.consumer, self.reclaim_idle_ms, [position]),
+                )
                 if not claimed or not claimed[0][1]:
                     await self.redis.xack(stream, GROUP, position)  # entry deleted from the stream
                     continue
+                fields = claimed[0][1]
                 deliveries = int(p["times_delivered"]) + 1
                 if deliveries > self.max_deliveries:
-                    await self._dead_letter(pool, position, claimed[0][1], deliveries - 1)
+                    await self._dead_letter(pool, position, fields, deliveries - 1)
                     continue
-                if self.handlers.wants(claimed[0][1].get(b"type", b"").decode()):
-                    self._start(pool, position, claimed[0][1], deliveries)
+                if self.handlers.wants(text(fields.get(b"type"))):
+                    self._start(pool, position, fields, deliveries)
                     taken += 1
                 else:
                     await self.redis.xack(stream, GROUP, position)
         return taken
 
-    async def _dead_letter(self, pool: str, position: bytes, fields: dict[bytes, bytes], deliveries: int) -> None:
+    async def _dead_letter(
+        self, pool: str, position: bytes, fields: dict[bytes, bytes], deliveries: int
+    ) -> None:
         log.error("dead-lettering %s %s after %d deliveries", pool, position, deliveries)
-        await self.redis.xadd(
-            self.keys.dead_letters(pool),
-            {**fields, b"position": position, b"group": GROUP, b"deliveries": deliveries},
-        )
+        letter: dict[Any, Any] = {**fields, b"position": position, b"group": GROUP, b"deliveries": deliveries}
+        await self.redis.xadd(self.keys.dead_letters(pool), letter)
         await self.redis.xack(self.keys.stream(pool), GROUP, position)
 
     async def drain(self) -> None:

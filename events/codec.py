@@ -27,7 +27,7 @@ SCHEMA_VERSION = 1
 """Envelope ``v`` written with every new entry; older entries are upcast on decode."""
 
 _encoder = msgspec.json.Encoder()
-_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)  # type: ignore[arg-type]
+_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 _upcasters: dict[tuple[str, int], Upcaster] = {}
@@ -52,7 +52,8 @@ def decode_body(event_type: str, version: int, data: bytes) -> AnyEvent:
         step = _upcasters.get((event_type, v))
         if step is not None:
             body = step(body)
-    return msgspec.convert(body, AnyEvent)  # type: ignore[arg-type]
+    event: AnyEvent = msgspec.convert(body, AnyEvent)
+    return event
 
 
 class Recorded(msgspec.Struct, frozen=True, kw_only=True):

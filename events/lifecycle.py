@@ -106,21 +106,34 @@ class Deadline(msgspec.Struct, frozen=True, kw_only=True):
 
 DEADLINES: tuple[Deadline, ...] = (
     Deadline(
-        kind="boot", states=PENDING, setting="timeout", unit_ms=60_000,
+        kind="boot",
+        states=PENDING,
+        setting="timeout",
+        unit_ms=60_000,
         fires=b'{"type":"vm.expired","reason":"boot_timeout"}',
     ),
     Deadline(
-        kind="ttl", states=frozenset({"ready"}), setting="ready_ttl", unit_ms=60_000,
+        kind="ttl",
+        states=frozenset({"ready"}),
+        setting="ready_ttl",
+        unit_ms=60_000,
         fires=b'{"type":"vm.expired","reason":"ready_ttl"}',
     ),
     Deadline(
-        kind="life", states=frozenset({"running"}), field="lifetime", unit_ms=3_600_000,
+        kind="life",
+        states=frozenset({"running"}),
+        field="lifetime",
+        unit_ms=3_600_000,
         rearm={"vm.lifetime-changed": "hours"},
         fires=b'{"type":"vm.expired","reason":"lifetime"}',
     ),
     Deadline(
-        kind="retry", states=frozenset({"completed"}), unit_ms=1000,
-        rearm={"vm.destroy-failed": "retry_in"}, anchor="now", carry="attempt",
+        kind="retry",
+        states=frozenset({"completed"}),
+        unit_ms=1000,
+        rearm={"vm.destroy-failed": "retry_in"},
+        anchor="now",
+        carry="attempt",
         fires=b'{"type":"vm.destroy-requested"}',
     ),
 )

@@ -172,9 +172,30 @@ class VmMigrated(Event, frozen=True, tag="vm.migrated"):
 
 
 VmEvent = (
-    VmCloneRequested | VmCloneStarted | VmCloned | VmCloneFailed | VmReady | VmCheckedOut
-    | VmCheckoutReverted | VmLifetimeChanged | VmTagged | VmReturned | VmExpired | VmDiscarded
-    | VmDestroyRequested | VmDestroyStarted | VmDestroyFailed | VmDestroyed | VmDiscovered | VmVanished
-    | VmDiskRequested | VmDiskAdded | VmSnapshotRequested | VmSnapshotTaken | VmRevertRequested
-    | VmReverted | VmTaskFailed | VmMigrated
+    VmCloneRequested
+    | VmCloneStarted
+    | VmCloned
+    | VmCloneFailed
+    | VmReady
+    | VmCheckedOut
+    | VmCheckoutReverted
+    | VmLifetimeChanged
+    | VmTagged
+    | VmReturned
+    | VmExpired
+    | VmDiscarded
+    | VmDestroyRequested
+    | VmDestroyStarted
+    | VmDestroyFailed
+    | VmDestroyed
+    | VmDiscovered
+    | VmVanished
+    | VmDiskRequested
+    | VmDiskAdded
+    | VmSnapshotRequested
+    | VmSnapshotTaken
+    | VmRevertRequested
+    | VmReverted
+    | VmTaskFailed
+    | VmMigrated
 )

@@ -8,6 +8,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from events import Keys
+from events.streams import text
 
 from .pool_status import PoolStatus
 from .token_index import TokenIndex
@@ -30,7 +31,7 @@ class ReadModels:
     async def pool_of(self, vm: str) -> str | None:
         """The pool a VM name belongs to (from the name registry), or ``None``."""
         raw = await self.redis.hget(self.keys.names(), vm)
-        return raw.decode() if raw is not None else None
+        return text(raw) or None
 
     async def vm(self, name: str) -> VmView | None:
         """The VM's view, or ``None`` if no VM of that name was ever projected."""
@@ -43,7 +44,7 @@ class ReadModels:
     async def vm_positions(self, pool: str, name: str) -> list[str]:
         """Stream positions of every event about the VM, oldest first."""
         raw = await self.redis.lrange(f"{self.keys.read_model(pool, VmDetail.name)}:h:{name}", 0, -1)
-        return [r.decode() for r in raw]
+        return [text(r) for r in raw]
 
     async def pool_status(self, pools: Sequence[str]) -> dict[str, PoolStatusView]:
         """Status of each pool (an empty view for a pool with no events yet), in one round trip."""

@@ -14,6 +14,7 @@ from redis.exceptions import ResponseError
 
 from events import Keys, Recorded, decode_entry
 from events.lease import Lease
+from events.streams import Entry, pool_of_stream, text, xrange, xreadgroup
 
 from ._base import Projection
 from ._tx import Tx
@@ -75,7 +76,7 @@ class ProjectionRunner:
         if pool in held:
             return True
         stream, group = self.keys.stream(pool), self.group(projection)
-        checkpoint = (await self.redis.get(self.checkpoint_key(projection, pool)) or b"0-0").decode()
+        checkpoint = text(await self.redis.get(self.checkpoint_key(projection, pool))) or "0-0"
         try:
             await self.redis.xgroup_create(stream, group, id=checkpoint, mkstream=True)
         except ResponseError as exc:
@@ -113,17 +114,15 @@ class ProjectionRunner:
         if not held:
             return 0
         streams = {self.keys.stream(p): ">" for p in held}
-        reply = await self.redis.xreadgroup(
-            self.group(projection), self.consumer, streams, count=self.batch, block=block_ms
+        reply = await xreadgroup(
+            self.redis, self.group(projection), self.consumer, streams, count=self.batch, block=block_ms
         )
         applied = 0
-        for raw_stream, entries in reply or []:
-            name = raw_stream.decode() if isinstance(raw_stream, bytes) else raw_stream
-            pool = name[name.index("{") + 1 : name.rindex("}")]
-            applied += await self._apply_batch(projection, pool, entries)
+        for stream, entries in reply:
+            applied += await self._apply_batch(projection, pool_of_stream(stream), entries)
         return applied
 
-    async def _apply_batch(self, projection: Projection, pool: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+    async def _apply_batch(self, projection: Projection, pool: str, entries: list[Entry]) -> int:
         records = [decode_entry(pool, pos, fields) for pos, fields in entries if fields]
         if records:
             await self.apply(projection, pool, records)
@@ -134,7 +133,9 @@ class ProjectionRunner:
         """Fold ``records`` into the read model and move the checkpoint to the last one, atomically."""
         tx = Tx(self.redis)
         await projection.apply(self.keys, pool, records, tx)
-        await self._apply(keys=[self.checkpoint_key(projection, pool)], args=[records[-1].position, *tx.finish()])
+        await self._apply(
+            keys=[self.checkpoint_key(projection, pool)], args=[records[-1].position, *tx.finish()]
+        )
 
     async def catch_up(self) -> int:
         """Acquire leases and apply until every held stream is drained (for tests and tools)."""
@@ -191,7 +192,7 @@ class ProjectionRunner:
     async def _refold(self, projection: Projection, pool: str) -> int:
         await self.drop(projection, pool)
         total, start = 0, "-"
-        while entries := await self.redis.xrange(self.keys.stream(pool), min=start, count=self.batch):
+        while entries := await xrange(self.redis, self.keys.stream(pool), min=start, count=self.batch):
             records = [decode_entry(pool, pos, f) for pos, f in entries]
             await self.apply(projection, pool, records)
             total += len(records)
@@ -201,7 +202,9 @@ class ProjectionRunner:
     async def drop(self, projection: Projection, pool: str) -> None:
         """Delete one read model of one pool, checkpoint included (SCAN by its key prefix)."""
         batch: list[bytes] = []
-        async for key in self.redis.scan_iter(match=f"{projection.owned_prefix(self.keys, pool)}*", count=1000):
+        async for key in self.redis.scan_iter(
+            match=f"{projection.owned_prefix(self.keys, pool)}*", count=1000
+        ):
             batch.append(key)
             if len(batch) >= 500:
                 await self.redis.delete(*batch)

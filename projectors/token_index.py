@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import events as ev
 from events import Keys, Recorded
 from events.lifecycle import SAME, TRANSITIONS
+from events.streams import text
 
 from ._tx import Tx
 
@@ -35,7 +36,7 @@ class TokenIndex:
                 continue
             if r.vm not in held:
                 raw = await tx.redis.hget(f"{root}:of", r.vm)
-                held[r.vm] = raw.decode() if raw is not None else None
+                held[r.vm] = text(raw) or None
             token = held[r.vm]
             if token is not None:
                 tx.op("SREM", f"{root}:t:{token}", r.vm)

@@ -76,9 +76,6 @@ class VmDetail:
                 continue
             key = f"{root}:v:{r.vm}"
             view = await tx.get_json(key, VmView)
-            if view is None:
-                view = VmView(name=r.vm, pool=pool, state="")
-            else:
-                view = msgspec.structs.replace(view)
+            view = VmView(name=r.vm, pool=pool, state="") if view is None else msgspec.structs.replace(view)
             tx.put_json(key, evolve(view, r))
             tx.op("RPUSH", f"{root}:h:{r.vm}", r.position)

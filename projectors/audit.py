@@ -1,0 +1,90 @@
+"""Audits read the log itself: per VM, per pool, per time range, or following new events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from redis.asyncio import Redis
+
+from events import Keys, Recorded, decode_entry
+from events.streams import pool_of_stream, text, xrange, xread, xrevrange
+
+from .read import ReadModels
+from .vm_detail import VmDetail
+
+__all__ = ["AuditLog"]
+
+
+def _min_id(since_ms: int | None) -> str:
+    return "-" if since_ms is None else f"{since_ms}-0"
+
+
+def _max_id(until_ms: int | None) -> str:
+    return "+" if until_ms is None else f"{until_ms}-18446744073709551615"
+
+
+class AuditLog:
+    """Reads events from the pool streams. Time bounds are the streams' entry times (Redis's clock).
+
+    Args:
+        redis: client (bytes replies).
+        keys: key names.
+    """
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.reads = ReadModels(redis, keys)
+
+    async def pools(self) -> list[str]:
+        """Every pool that has a stream, sorted."""
+        return sorted(text(p) for p in await self.redis.smembers(self.keys.pools()))
+
+    async def for_pool(
+        self, pool: str, since_ms: int | None = None, until_ms: int | None = None, batch: int = 1000
+    ) -> AsyncIterator[Recorded]:
+        """Events of one pool in log order, optionally within [since, until]."""
+        start, stop = _min_id(since_ms), _max_id(until_ms)
+        while entries := await xrange(self.redis, self.keys.stream(pool), min=start, max=stop, count=batch):
+            for position, fields in entries:
+                yield decode_entry(pool, position, fields)
+            start = "(" + entries[-1][0].decode()
+
+    async def for_vm(self, vm: str) -> list[Recorded]:
+        """Every event about one VM, oldest first: the VM detail projection's index of positions,
+        plus the log after that projection's checkpoint (so a lagging projection loses nothing)."""
+        pool = await self.reads.pool_of(vm)
+        if pool is None:
+            return []
+        stream = self.keys.stream(pool)
+        out = []
+        for position in await self.reads.vm_positions(pool, vm):
+            for pos, fields in await xrange(self.redis, stream, min=position, max=position):
+                out.append(decode_entry(pool, pos, fields))
+        checkpoint = text(await self.redis.get(f"{self.keys.read_model(pool, VmDetail.name)}:checkpoint"))
+        start = "(" + checkpoint if checkpoint else "-"
+        while entries := await xrange(self.redis, stream, min=start, count=1000):
+            out += [decode_entry(pool, pos, f) for pos, f in entries if f.get(b"vm") == vm.encode()]
+            start = "(" + entries[-1][0].decode()
+        return out
+
+    async def follow(
+        self, pools: Sequence[str], since_ms: int | None = None, block_ms: int = 1000
+    ) -> AsyncIterator[Recorded]:
+        """Events of ``pools`` from ``since_ms`` on (or only new ones when ``None``), then new ones
+        as they are appended; never ends by itself."""
+        cursor: dict[str, str] = {}
+        for pool in pools:
+            stream = self.keys.stream(pool)
+            if since_ms is None:
+                last = await xrevrange(self.redis, stream, count=1)
+                cursor[stream] = last[0][0].decode() if last else "0-0"
+            else:
+                cursor[stream] = f"{since_ms}-0" if since_ms > 0 else "0-0"
+        while True:
+            for stream, entries in await xread(self.redis, cursor, count=1000, block=block_ms):
+                pool = pool_of_stream(stream)
+                for position, fields in entries:
+                    r = decode_entry(pool, position, fields)
+                    cursor[stream] = r.position
+                    yield r
