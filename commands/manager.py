@@ -11,12 +11,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import cast
 
-from events import Keys, PoolConfigured
+from events import Keys, PoolConfigured, VmDiscarded
 from events.lease import Lease
+from events.streams import text
 
+from .errors import Refused
 from .handlers import Targets
 from .pool import Meta, PoolCommands
+from .provider import PoolTarget, Provider
 
 __all__ = ["Manager"]
 
@@ -35,6 +39,8 @@ class Manager:
         lease_ms: fail-over time of a pool's duties.
         tick_s: how often deadlines are fired and refills checked.
         reconcile_s: how often the provider inventory is compared with the log.
+        ready_check_s: how often ready VMs are checked for reachability (vmpooler's vm_checktime).
+        hostname_check: pools whose ready VMs are discarded when the guest reports another hostname.
     """
 
     def __init__(
@@ -48,6 +54,8 @@ class Manager:
         lease_ms: int = 15_000,
         tick_s: float = 1.0,
         reconcile_s: float = 30.0,
+        ready_check_s: float = 60.0,
+        hostname_check: frozenset[str] = frozenset(),
     ) -> None:
         self.commands = commands
         self.keys = keys
@@ -56,6 +64,8 @@ class Manager:
         self.lease = Lease(commands.redis, holder, lease_ms)
         self.tick_s = tick_s
         self.reconcile_s = reconcile_s
+        self.ready_check_s = ready_check_s
+        self.hostname_check = hostname_check
         self.meta = Meta(f"manager:{holder}")
 
     @property
@@ -96,6 +106,43 @@ class Manager:
             discovered += d
         return vanished, discovered
 
+    async def check_ready(self, min_age_ms: int = 60_000) -> int:
+        """Discard ready VMs that stopped answering, or (after ``min_age_ms`` ready) report another
+        hostname (vmpooler T6/T7); returns how many were discarded."""
+        discarded = 0
+        for pool in await self._held():
+            provider, target = self.targets(pool)
+            entered = await self.commands.redis.zrange(
+                self.keys.in_state(pool, "ready"), 0, -1, withscores=True
+            )
+            now = self.commands.clock()
+            for raw, since in entered:
+                vm = text(raw)
+                reason = await self._ready_problem(provider, target, vm, pool, now - int(since) >= min_age_ms)
+                if reason:
+                    try:
+                        await self.commands.append(
+                            pool, [(vm, VmDiscarded(reason=reason))], self.meta, refill=2
+                        )
+                        discarded += 1
+                    except Refused:
+                        pass  # checked out or retired meanwhile
+        return discarded
+
+    async def _ready_problem(
+        self, provider: Provider, target: PoolTarget, vm: str, pool: str, old: bool
+    ) -> str:
+        try:
+            if not await provider.vm_ready(target, vm):
+                return "unreachable"
+            if old and pool in self.hostname_check:
+                info = await provider.get_vm(target, vm)
+                if info is not None and info.hostname and info.hostname != vm:
+                    return f"hostname mismatch ({info.hostname})"
+        except Exception as exc:
+            return f"unreachable ({exc})"
+        return ""
+
     async def run(self, stop: asyncio.Event) -> None:
         """Configure, then tick and reconcile until ``stop`` is set; Redis errors are retried."""
         while not stop.is_set():
@@ -108,12 +155,16 @@ class Manager:
                     await asyncio.wait_for(stop.wait(), 1)
         loop = asyncio.get_running_loop()
         next_reconcile = loop.time() + self.reconcile_s
+        next_ready_check = loop.time() + self.ready_check_s
         while not stop.is_set():
             try:
                 await self.tick()
                 if loop.time() >= next_reconcile:
                     await self.reconcile()
                     next_reconcile = loop.time() + self.reconcile_s
+                if loop.time() >= next_ready_check:
+                    await self.check_ready()
+                    next_ready_check = loop.time() + self.ready_check_s
             except Exception:
                 log.exception("manager tick failed; retrying")
             with contextlib.suppress(TimeoutError):
