@@ -112,8 +112,9 @@ class Manager:
         discarded = 0
         for pool in await self._held():
             provider, target = self.targets(pool)
-            entered = await self.commands.redis.zrange(
-                self.keys.in_state(pool, "ready"), 0, -1, withscores=True
+            entered = cast(
+                list[tuple[bytes, float]],
+                await self.commands.redis.zrange(self.keys.in_state(pool, "ready"), 0, -1, withscores=True),
             )
             now = self.commands.clock()
             for raw, since in entered:
