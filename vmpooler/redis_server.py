@@ -6,9 +6,12 @@ ships one. The server listens on loopback only and keeps its data (AOF on) in a 
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +41,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to stop the server if its parent dies without stopping it."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class RedisServer:
     """A ``redis-server`` child process on 127.0.0.1.
 
@@ -58,7 +68,9 @@ class RedisServer:
     ) -> None:
         self._own_dir = data_dir is None
         self.data_dir = (
-            Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="vmpooler-redis-"))
+            Path(data_dir).resolve()
+            if data_dir is not None
+            else Path(tempfile.mkdtemp(prefix="vmpooler-redis-"))
         )
         self.port = port or free_port()
         self.appendonly = appendonly
@@ -92,7 +104,9 @@ class RedisServer:
             str(self.data_dir / "redis.log"),
             *self.extra_args,
         ]
-        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        self._proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

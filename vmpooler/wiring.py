@@ -7,30 +7,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import redis.asyncio as aioredis
+from litestar import Litestar
 
 from commands.handlers import Handlers
 from commands.manager import Manager
 from commands.names import NameGenerator
-from commands.pool import PoolCommands
+from commands.pool import PoolCommands, system_clock
 from commands.provider import PoolTarget, Provider
 from commands.settings import ConfigError, ProviderSettings, Settings
 from commands.worker import Worker
 from events import Keys, PoolConfigured
 from projectors import ALL_PROJECTIONS, ProjectionRunner, ReadModels
 from providers.dummy import DummyProvider
+from web.app import ApiDeps, create_app
 
 from .redis_server import RedisServer
 
-__all__ = ["Service", "open_redis", "pool_settings"]
+__all__ = ["Service", "build_app", "open_redis", "pool_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -51,36 +56,53 @@ class RedisHandle:
     client: aioredis.Redis
     url: str
     server: RedisServer | None = None
+    lock: IO[str] | None = None
 
     async def close(self) -> None:
         await self.client.aclose()
         if self.server is not None:
             self.server.stop()
-
-
-def _port_file(settings: Settings) -> Path:
-    return Path(settings.redis.data_dir) / "redis.port"
+        if self.lock is not None:
+            self.lock.close()
 
 
 def open_redis(settings: Settings, *, start_embedded: bool = True) -> RedisHandle:
-    """Connect to the configured Redis; in embedded mode reuse a running embedded server (its port
-    is in the data dir) or start one with AOF on under ``redis.data_dir``."""
+    """Connect to the configured Redis. In embedded mode, the first process to lock the data dir
+    starts a ``redis-server`` there (AOF on) and publishes its port in the data dir; any other
+    process (a CLI audit, say) finds it through that port file. Two servers never share a data dir."""
     url = settings.redis.connection_url()
     server = None
+    lock = None
     if url is None:
-        port_file = _port_file(settings)
-        port = int(port_file.read_text()) if port_file.exists() else None
-        if port is not None and _answers(port):
-            url = f"redis://127.0.0.1:{port}/0"
-        elif not start_embedded:
-            raise ConfigError(":redis: not configured and no embedded Redis is running")
+        data_dir = Path(settings.redis.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        lock = (data_dir / "lock").open("w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            lock = None
+            url = _running_embedded(data_dir)
         else:
-            server = RedisServer(settings.redis.data_dir, appendonly=True).start()
-            port_file.write_text(str(server.port))
+            if not start_embedded:
+                raise ConfigError(":redis: is not configured and no embedded Redis is running")
+            server = RedisServer(data_dir, appendonly=True).start()
+            (data_dir / "redis.port").write_text(str(server.port))
             url = server.url
-            log.info("embedded redis-server on %s, data in %s", url, settings.redis.data_dir)
+            log.info("embedded redis-server on %s, data in %s", url, data_dir)
     client = aioredis.Redis.from_url(url, health_check_interval=30)
-    return RedisHandle(client, url, server)
+    return RedisHandle(client, url, server, lock)
+
+
+def _running_embedded(data_dir: Path, timeout: float = 10.0) -> str:
+    """The URL of the embedded Redis another process started in ``data_dir``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        port_file = data_dir / "redis.port"
+        if port_file.exists() and _answers(int(port_file.read_text() or 0)):
+            return f"redis://127.0.0.1:{int(port_file.read_text())}/0"
+        time.sleep(0.1)
+    raise ConfigError(f"another process holds {data_dir}, but its embedded Redis does not answer")
 
 
 def _answers(port: int) -> bool:
@@ -192,3 +214,18 @@ class Service:
             with contextlib.suppress(Exception):
                 await provider.close()
         await self.redis.close()
+
+
+def build_app(service: Service) -> Litestar:
+    """The API application of ``service``."""
+    return create_app(
+        ApiDeps(
+            settings=service.settings,
+            redis=service.redis.client,
+            keys=service.keys,
+            commands=service.commands,
+            reads=service.reads,
+            clock=system_clock,
+            started_at=system_clock(),
+        )
+    )

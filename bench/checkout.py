@@ -1,0 +1,179 @@
+"""Checkout benchmark: checkout + delete cycles against one API process, simulated provider.
+
+Starts a private redis-server, one ``vmpooler api`` process (the one measured) and one
+``vmpooler manager`` process (workers refill the pool), then drives POST /api/v3/vm/<pool> +
+DELETE /api/v3/vm/<hostname> cycles at concurrency 1, 16 and 64 over keep-alive HTTP/1.1
+connections. Prints one figure per line: the median over ``--runs`` runs of requests/s and the
+p50/p99 latency of checkouts and deletes, and how long after each checkout its replacement clone
+was requested (from the log: stream entry times).
+
+    .venv/bin/python bench/checkout.py [--runs 3] [--cycles 1500] [--pool-size 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from vmpooler.redis_server import RedisServer, free_port
+
+POOL = "bench-pool"
+
+
+def _config(size: int) -> str:
+    return f"""
+:config:
+  task_limit: 64
+  vm_lifetime: 24
+:providers:
+  :dummy: {{}}
+:pools:
+  - name: {POOL}
+    template: templates/bench
+    size: {size}
+"""
+
+
+class Http:
+    """A minimal keep-alive HTTP/1.1 client: the load generator must cost less than the server."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        self.writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        body = await self.reader.readexactly(length)
+        return status, body
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
+
+
+async def _run(port: int, concurrency: int, cycles: int) -> dict[str, float]:
+    checkout_ms: list[float] = []
+    delete_ms: list[float] = []
+    empty = 0
+    remaining = cycles
+
+    async def client() -> None:
+        nonlocal remaining, empty
+        http = Http(port)
+        while remaining > 0:
+            remaining -= 1
+            t0 = time.perf_counter()
+            status, body = await http.request("POST", f"/api/v3/vm/{POOL}")
+            t1 = time.perf_counter()
+            if status != 200:
+                empty += 1
+                await asyncio.sleep(0.01)
+                continue
+            checkout_ms.append((t1 - t0) * 1000)
+            host = json.loads(body)[POOL]["hostname"]
+            t2 = time.perf_counter()
+            status, _ = await http.request("DELETE", f"/api/v3/vm/{host}")
+            delete_ms.append((time.perf_counter() - t2) * 1000)
+            assert status == 200, status
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    return {
+        "requests_per_s": (len(checkout_ms) + len(delete_ms) + empty) / elapsed,
+        "checkout_p50_ms": _pct(checkout_ms, 0.50),
+        "checkout_p99_ms": _pct(checkout_ms, 0.99),
+        "delete_p50_ms": _pct(delete_ms, 0.50),
+        "delete_p99_ms": _pct(delete_ms, 0.99),
+        "empty_503": float(empty),
+    }
+
+
+def _refill_delays_ms(client: redis.Redis, prefix: str) -> list[float]:
+    """For each checkout in the log, ms until the next clone request of the pool (entry times)."""
+    delays, pending = [], []
+    for position, fields in client.xrange(f"{prefix}:{{{POOL}}}:events"):
+        ms = int(position.split(b"-")[0])
+        kind = fields[b"type"]
+        if kind == b"vm.checked-out":
+            pending.append(ms)
+        elif kind == b"vm.clone-requested" and pending:
+            delays.append(float(ms - pending.pop(0)))
+    return delays
+
+
+def _wait_full(client: redis.Redis, prefix: str, size: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while client.zcard(f"{prefix}:{{{POOL}}}:s:ready") < size:
+        if time.monotonic() > deadline:
+            raise SystemExit("the pool did not fill in time")
+        time.sleep(0.2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cycles", type=int, default=1500, help="checkout+delete cycles per run")
+    parser.add_argument("--pool-size", type=int, default=400)
+    parser.add_argument("--concurrency", default="1,16,64")
+    args = parser.parse_args()
+
+    vmpooler = str(Path(sys.executable).parent / "vmpooler")
+    with RedisServer(appendonly=False) as server:
+        prefix = f"bench{os.getpid()}"
+        document = _config(args.pool_size) + f":redis:\n  url: {server.url}\n  prefix: {prefix}\n"
+        env = {**os.environ, "VMPOOLER_CONFIG": document}
+        port = free_port()
+        procs = [
+            subprocess.Popen([vmpooler, "--log-level", "WARNING", "manager"], env=env),
+            subprocess.Popen([vmpooler, "--log-level", "WARNING", "api", "--port", str(port)], env=env),
+        ]
+        client = redis.Redis.from_url(server.url)
+        try:
+            _wait_full(client, prefix, args.pool_size)
+            print(
+                f"# machine: {os.cpu_count()} cores; pool {args.pool_size}; {args.cycles} cycles per run; "
+                f"median of {args.runs} runs",
+                flush=True,
+            )
+            for concurrency in (int(c) for c in args.concurrency.split(",")):
+                results = []
+                for _ in range(args.runs):
+                    _wait_full(client, prefix, args.pool_size)
+                    results.append(asyncio.run(_run(port, concurrency, args.cycles)))
+                for name in results[0]:
+                    value = statistics.median(r[name] for r in results)
+                    print(f"c={concurrency:<3} {name:<16} {value:10.2f}", flush=True)
+            delays = _refill_delays_ms(client, prefix)
+            print(f"refill_requested_after_checkout_p50_ms {_pct(delays, 0.5):.1f}")
+            print(f"refill_requested_after_checkout_p99_ms {_pct(delays, 0.99):.1f}")
+            print(f"refill_requested_after_checkout_max_ms {max(delays):.1f}")
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""The ``vmpooler`` command: run the service (all roles, or one), audit the log, rebuild projections."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import re
+import signal
+import sys
+import time
+from collections.abc import Generator, Sequence
+
+import msgspec
+import uvicorn
+
+from commands.settings import ConfigError, Settings
+from events import Recorded
+
+from .config import load_settings
+from .wiring import Service, build_app, open_redis
+
+__all__ = ["main"]
+
+log = logging.getLogger("vmpooler")
+
+
+def _parser() -> argparse.ArgumentParser:
+    # Options may come before or after the command; SUPPRESS keeps a subcommand from resetting them.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument(
+        "--config", metavar="FILE", help="vmpooler YAML (default: $VMPOOLER_CONFIG_FILE or ./vmpooler.yaml)"
+    )
+    common.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    serve = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    serve.add_argument("--host", help="address the API listens on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="API port (default 4567)")
+
+    parser = argparse.ArgumentParser(
+        prog="vmpooler",
+        parents=[common, serve],
+        description="Pools of ready VMs for CI. With no command: API, manager, workers and projectors in one process.",
+    )
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("api", parents=[common, serve], help="serve the HTTP API and dashboard only")
+    sub.add_parser("manager", parents=[common], help="run the pool manager, workers and projectors only")
+    events = sub.add_parser("events", parents=[common], help="print events from the log (an audit)")
+    which = events.add_mutually_exclusive_group()
+    which.add_argument("--vm", help="one VM's whole history")
+    which.add_argument("--pool", help="one pool's events")
+    events.add_argument("--since", help="start time: ISO 8601, epoch ms, or an age like 30m, 2h, 7d")
+    events.add_argument("--until", help="end time, same forms as --since")
+    events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    proj = sub.add_parser("projections", parents=[common], help="manage read models")
+    proj.add_argument(
+        "action", choices=["rebuild"], help="rebuild: drop every read model and fold the log again"
+    )
+    state = sub.add_parser("state", parents=[common], help="manage decision state")
+    state.add_argument(
+        "action", choices=["rebuild"], help="rebuild: drop the pools' decision state and replay the log"
+    )
+    return parser
+
+
+_DEFAULTS = {"config": None, "log_level": "INFO", "host": "127.0.0.1", "port": 4567}
+_AGE = re.compile(r"^(\d+)([smhd])$")
+
+
+def parse_time(text: str, now: float | None = None) -> int:
+    """Milliseconds since the epoch for an ISO 8601 time, epoch ms, or an age (``30m``, ``2h``, ``7d``)."""
+    now = time.time() if now is None else now
+    if m := _AGE.match(text):
+        seconds = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return int((now - seconds) * 1000)
+    if text.isdigit():
+        return int(text)
+    try:
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"not a time: {text!r} (use ISO 8601, epoch ms, or an age like 30m, 2h, 7d)"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def format_event(r: Recorded, as_json: bool) -> str:
+    body = msgspec.json.encode(r.event).decode()
+    if as_json:
+        envelope = msgspec.structs.asdict(r)
+        envelope["event"] = msgspec.json.decode(body)
+        return msgspec.json.encode(envelope).decode()
+    when = (
+        dt.datetime.fromtimestamp(r.at / 1000, dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+    return f"{when}  {r.stream:<16} {r.vm or '-':<22} {r.type:<22} {r.actor:<24} {body}"
+
+
+async def _events(service: Service, args: argparse.Namespace) -> int:
+    from projectors.audit import AuditLog
+
+    audit = AuditLog(service.redis.client, service.keys)
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+    if args.vm:
+        history = await audit.for_vm(args.vm)
+        if not history:
+            print(f"vmpooler: no events for VM {args.vm!r}", file=sys.stderr)
+            return 1
+        for r in history:
+            if (since is None or r.at >= since) and (until is None or r.at <= until):
+                print(format_event(r, args.json), flush=True)
+        return 0
+    pools = [args.pool] if args.pool else await audit.pools()
+    if args.pool and args.pool not in await audit.pools():
+        print(f"vmpooler: no events for pool {args.pool!r}", file=sys.stderr)
+        return 1
+    if args.follow:
+        async for r in audit.follow(pools, since):
+            print(format_event(r, args.json), flush=True)
+        return 0
+    for pool in pools:
+        async for r in audit.for_pool(pool, since, until):
+            print(format_event(r, args.json), flush=True)
+    return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: ours stops every role, then closes the embedded Redis."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def _serve(service: Service, args: argparse.Namespace, roles: set[str]) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    tasks = []
+    server = None
+    if "api" in roles:
+        config = uvicorn.Config(
+            build_app(service),
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
+        server = _Server(config)
+        tasks.append(asyncio.create_task(server.serve()))
+        log.info(
+            "API on http://%s:%d/api/v3 (dashboard /dashboard/, OpenAPI /schema/openapi.json)",
+            args.host,
+            args.port,
+        )
+
+    def shutdown() -> None:
+        stop.set()
+        if server is not None:
+            server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, shutdown)
+    if "manager" in roles:
+        tasks.append(asyncio.create_task(service.run_manager(stop)))
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    if server is not None:
+        server.should_exit = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    return 0
+
+
+async def _run(settings: Settings, args: argparse.Namespace) -> int:
+    command = args.command
+    redis = open_redis(settings, start_embedded=True)
+    service = Service(settings, redis)
+    try:
+        if command in (None, "api", "manager"):
+            roles = {"api", "manager"} if command is None else {command}
+            return await _serve(service, args, roles)
+        if command == "events":
+            return await _events(service, args)
+        if command == "projections":
+            n = await service.projections().rebuild()
+            print(f"rebuilt {len(service.pools)} pools' read models from {n} events")
+            return 0
+        if command == "state":
+            refused = 0
+            for pool in service.pools:
+                refused += await service.commands.rebuild_state(pool)
+            print(f"rebuilt decision state of {len(service.pools)} pools ({refused} entries refused)")
+            return 1 if refused else 0
+        raise AssertionError(command)
+    finally:
+        await service.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vmpooler`` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    for name, default in _DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(args.config)
+        for attr in ("since", "until"):
+            if getattr(args, attr, None):
+                parse_time(getattr(args, attr))
+    except (ConfigError, ValueError) as exc:
+        print(f"vmpooler: {exc}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(_run(settings, args))
+    return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
