@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._base import Projection
 from ._tx import Tx
+from .daily_stats import DailyStats
 from .pool_status import PoolStatus
 from .read import ReadModels
 from .runner import ProjectionRunner
@@ -13,6 +14,7 @@ from .vm_detail import VmDetail
 
 __all__ = [
     "ALL_PROJECTIONS",
+    "DailyStats",
     "PoolStatus",
     "PoolStatusView",
     "Projection",
@@ -27,4 +29,4 @@ __all__ = [
 
 def ALL_PROJECTIONS() -> list[Projection]:
     """A fresh instance of every projection."""
-    return [VmDetail(), PoolStatus(), TokenIndex()]
+    return [VmDetail(), PoolStatus(), TokenIndex(), DailyStats()]

@@ -1,0 +1,45 @@
+"""The HTTP API: vmpooler v3 over Litestar. No global state: everything comes in through ``ApiDeps``."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.config.compression import CompressionConfig
+from litestar.openapi import OpenAPIConfig
+
+from web._deps import ApiDeps, Services
+from web.errors import EXCEPTION_HANDLERS
+from web.routes_status import status_routes
+from web.routes_vm import vm_routes
+
+__all__ = ["ApiDeps", "create_app"]
+
+# Bodies we read are capped at web.validation.MAX_BODY_BYTES by web._json.read_body; this is only
+# Litestar's own backstop for any other way of reading a body.
+_MAX_BODY = 64 * 1024
+
+
+def create_app(deps: ApiDeps) -> Litestar:
+    """Build the API application; everything per-process (services, compiled filters) is made here once.
+
+    Args:
+        deps: what the API depends on, built by the composition root.
+
+    Returns:
+        The Litestar application (an ASGI app); its OpenAPI document is at ``/schema/openapi.json``.
+    """
+    services = Services.build(deps)
+    return Litestar(
+        route_handlers=[*vm_routes(services), *status_routes(services)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        # vmpooler always mounts Rack::Deflater.
+        compression_config=CompressionConfig(backend="gzip", minimum_size=500),
+        openapi_config=OpenAPIConfig(
+            title="vmpooler",
+            version="3",
+            description="Pools of ready VMs for CI; API-compatible with vmpooler's API v3.",
+        ),
+        request_max_body_size=_MAX_BODY,
+        # Logging is the process's business (the composition root), not the app's: no global changes.
+        logging_config=None,
+        debug=False,
+    )

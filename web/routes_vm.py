@@ -1,0 +1,122 @@
+"""``/api/v3/vm``: list pools, check VMs out (JSON body or URL form), show, update and return a VM.
+
+Handlers are thin: validate (``web.validation``) -> command or read -> render (``web._render``).
+Failures are raised and rendered by ``web.errors``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, delete, get, post, put
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath
+
+from commands.errors import NotFound
+from commands.pool import Meta
+from web._deps import Services
+from web._json import OK, json_response, read_body
+from web._render import checkout_body, vm_body
+from web.errors import check
+from web.validation import (
+    checkout_request_from_body,
+    checkout_request_from_path,
+    parse_json_body,
+    parse_vm_update,
+    shorten_hostname,
+    validate_hostname,
+)
+
+__all__ = ["docs", "vm_routes"]
+
+PREFIX = "/api/v3"
+
+
+def docs(**described: str) -> dict[int, ResponseSpec]:
+    """OpenAPI responses from ``s<status>="description"`` pairs (bodies are JSON objects)."""
+    return {
+        int(status.removeprefix("s")): ResponseSpec(
+            data_container=dict[str, Any], generate_examples=False, description=text
+        )
+        for status, text in described.items()
+    }
+
+
+_CHECKOUT_DOCS = docs(
+    s200='{"ok": true, "<requested>": {"hostname": "<fqdn>" or ["<fqdn>", ...]}}',
+    s400='{"ok": false, "error": "<why>"}: malformed body, bad pool name or count',
+    s404='{"ok": false}: nothing requested, or an unknown pool or alias',
+    s503='{"ok": false}: not every VM could be had; none was handed out',
+)
+_HOSTNAME_400 = '{"ok": false, "error": "<why>"}: malformed hostname'
+
+
+def vm_routes(s: Services) -> list[HTTPRouteHandler]:
+    """The VM endpoints, closed over the services built once by ``create_app``."""
+    deps, settings = s.deps, s.deps.settings
+    pool_names = list(settings.pool_names)
+    max_lifetime, allowed_tags = settings.config.max_lifetime_upper_limit, settings.config.allowed_tags
+
+    async def hand_out(wanted: list[tuple[str, int]]) -> Response[bytes]:
+        # Auth seam: when settings.auth is set, a sent X-AUTH-TOKEN must be valid (else 401) and the
+        # Requester(user, token_hash) goes to checkout(); without auth tokens are ignored (vmpooler).
+        taken = await s.checkout.checkout(wanted, correlation_id=deps.new_id())
+        return json_response(checkout_body(settings, taken))
+
+    @get(f"{PREFIX}/vm", summary="List the pools",
+         description="Names of the configured pools (not their aliases).",
+         responses=docs(s200='["<pool>", ...]'))
+    async def list_pools() -> Response[bytes]:
+        return json_response(pool_names)
+
+    @post(f"{PREFIX}/vm", summary="Check out VMs (JSON body)", status_code=200, responses=_CHECKOUT_DOCS,
+          description='Body `{"<pool or alias>": "<count>", ...}`; all VMs or none.')
+    async def checkout_json(request: Request[Any, Any, Any]) -> Response[bytes]:
+        body = check(parse_json_body(await read_body(request)))
+        return await hand_out(check(checkout_request_from_body(body)))
+
+    @post(f"{PREFIX}/vm/{{hostname:str}}", summary="Check out VMs (URL form)", status_code=200,
+          responses=_CHECKOUT_DOCS,
+          description="`<a>+<b>+<a>`: one VM per occurrence of a pool or alias; the body is ignored.")
+    async def checkout_path(hostname: FromPath[str]) -> Response[bytes]:
+        return await hand_out(check(checkout_request_from_path(hostname)))
+
+    @get(f"{PREFIX}/vm/{{hostname:str}}", summary="Show a VM",
+         responses=docs(s200='{"ok": true, "<vm>": {"template", "lifetime", "state", ...}}',
+                        s400=_HOSTNAME_400, s404='{"ok": false}: no such VM'))
+    async def show_vm(hostname: FromPath[str]) -> Response[bytes]:
+        vm = shorten_hostname(check(validate_hostname(hostname)))
+        view = await deps.reads.vm(vm)
+        body = vm_body(view, settings, deps.clock()) if view is not None else None
+        if body is None:
+            raise NotFound(vm)
+        return json_response({"ok": True, vm: body})
+
+    @put(f"{PREFIX}/vm/{{hostname:str}}", summary="Change a VM's lifetime or tags", status_code=200,
+         description='Body `{"lifetime": <hours since checkout>, "tags": {"<key>": "<value>"}}`.',
+         responses=docs(s200='{"ok": true}', s400='{"ok": false, "failure": [...]} or {"ok": false, "error": ...}',
+                        s404='{"ok": false}: no such VM', s409='{"ok": false, "error": ...}: VM not running'))
+    async def update_vm(hostname: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+        vm = shorten_hostname(check(validate_hostname(hostname)))
+        pool = await s.vm_ops.locate(vm)
+        body = check(parse_json_body(await read_body(request)))
+        # Auth seam: with settings.auth set and "lifetime" in body, a valid token is required (401)
+        # before any failure is reported, as in vmpooler.
+        update = check(parse_vm_update(
+            body, max_lifetime_upper_limit=max_lifetime, allowed_tags=allowed_tags, tagfilter=s.tagfilter
+        ))
+        meta = Meta("api", deps.new_id())
+        await s.vm_ops.update(pool, vm, lifetime=update.lifetime, tags=update.tags, meta=meta)
+        return json_response(OK)
+
+    @delete(f"{PREFIX}/vm/{{hostname:str}}", summary="Return a checked-out VM", status_code=200,
+            responses=docs(s200='{"ok": true}', s400=_HOSTNAME_400,
+                           s404='{"ok": false}: no such VM, or it is not checked out'))
+    async def return_vm(hostname: FromPath[str]) -> Response[bytes]:
+        vm = shorten_hostname(check(validate_hostname(hostname)))
+        # Auth seam: a VM checked out with a token needs a valid token to be returned (401).
+        await s.vm_ops.give_back(vm, Meta("api", deps.new_id()))
+        return json_response(OK)
+
+    return [list_pools, checkout_json, checkout_path, show_vm, update_vm, return_vm]
