@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Literal
 
 import msgspec
 
@@ -180,7 +181,7 @@ class Handlers:
         self,
         pool: str,
         vm: str,
-        task: str,
+        task: Literal["disk", "snapshot", "revert", "migrate"],
         meta: Meta,
         call: Callable[[Provider, PoolTarget], Awaitable[object]],
         e: ev.Event,
@@ -189,9 +190,8 @@ class Handlers:
         try:
             result = await call(provider, target)
         except Exception as exc:
-            await self._append(
-                pool, vm, ev.VmTaskFailed(task=task, error=str(exc) or type(exc).__name__), meta
-            )  # type: ignore[arg-type]
+            failed = ev.VmTaskFailed(task=task, error=str(exc) or type(exc).__name__)
+            await self._append(pool, vm, failed, meta)
             return
         done: ev.Event | None = None
         if isinstance(e, ev.VmDiskRequested):

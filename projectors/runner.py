@@ -124,9 +124,17 @@ class ProjectionRunner:
 
     async def _apply_batch(self, projection: Projection, pool: str, entries: list[Entry]) -> int:
         records = [decode_entry(pool, pos, fields) for pos, fields in entries if fields]
-        if records:
-            await self.apply(projection, pool, records)
-        await self.redis.xack(self.keys.stream(pool), self.group(projection), *[pos for pos, _ in entries])
+        stream = self.keys.stream(pool)
+        try:
+            if records:
+                await self.apply(projection, pool, records)
+        except Exception:
+            # Nothing was applied (one atomic step): rewind delivery to the checkpoint so the
+            # batch is read again, instead of leaving it pending where '>' never looks.
+            checkpoint = text(await self.redis.get(self.checkpoint_key(projection, pool))) or "0-0"
+            await self.redis.xgroup_setid(stream, self.group(projection), id=checkpoint)
+            raise
+        await self.redis.xack(stream, self.group(projection), *[pos for pos, _ in entries])
         return len(records)
 
     async def apply(self, projection: Projection, pool: str, records: Sequence[Recorded]) -> None:

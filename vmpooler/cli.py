@@ -9,6 +9,7 @@ import datetime as dt
 import logging
 import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Generator, Sequence
@@ -139,7 +140,22 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def _serve(service: Service, args: argparse.Namespace, roles: set[str]) -> int:
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the API's socket before anything else starts, so a busy port fails fast and cleanly."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+async def _serve(
+    service: Service, args: argparse.Namespace, roles: set[str], listener: socket.socket | None
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     tasks = []
@@ -154,7 +170,8 @@ async def _serve(service: Service, args: argparse.Namespace, roles: set[str]) ->
             lifespan="on",
         )
         server = _Server(config)
-        tasks.append(asyncio.create_task(server.serve()))
+        assert listener is not None
+        tasks.append(asyncio.create_task(server.serve(sockets=[listener])))
         log.info(
             "API on http://%s:%d/api/v3 (dashboard /dashboard/, OpenAPI /schema/openapi.json)",
             args.host,
@@ -183,12 +200,17 @@ async def _serve(service: Service, args: argparse.Namespace, roles: set[str]) ->
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
     command = args.command
+    listener = _listen(args.host, args.port) if command in (None, "api") else None
     redis = open_redis(settings, start_embedded=True)
-    service = Service(settings, redis)
+    try:
+        service = Service(settings, redis)
+    except BaseException:
+        await redis.close()
+        raise
     try:
         if command in (None, "api", "manager"):
             roles = {"api", "manager"} if command is None else {command}
-            return await _serve(service, args, roles)
+            return await _serve(service, args, roles, listener)
         if command == "events":
             return await _events(service, args)
         if command == "projections":
@@ -221,9 +243,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"vmpooler: {exc}", file=sys.stderr)
         return 2
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         return asyncio.run(_run(settings, args))
-    return 130
+    except KeyboardInterrupt:
+        return 130
+    except (ConfigError, ValueError) as exc:  # e.g. a provider knob or key prefix refused at startup
+        print(f"vmpooler: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
