@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import cast
 
@@ -67,6 +68,8 @@ class Manager:
         self.ready_check_s = ready_check_s
         self.hostname_check = hostname_check
         self.meta = Meta(f"manager:{holder}")
+        self._mine: list[str] = []
+        self._refresh_at = 0.0
 
     @property
     def pools(self) -> Sequence[str]:
@@ -80,7 +83,27 @@ class Manager:
                 log.info("pool %s configured: %s (%d excess VMs discarded)", pool, wanted, trimmed)
 
     async def _held(self) -> list[str]:
-        return [p for p in self.pools if await self.lease.hold(self.keys.lease(p, "manager"))]
+        """The pools this manager holds: at most its fair share (pools / live managers), renewed a
+        few times per lease period; surplus leases are given up when more managers join."""
+        now = time.monotonic()
+        if now < self._refresh_at:
+            return self._mine
+        self._refresh_at = now + self.lease.ttl_ms / 3000
+        redis, members = self.commands.redis, self.keys.members("manager")
+        wall = int(time.time() * 1000)
+        await redis.zadd(members, {self.lease.holder: wall})
+        await redis.zremrangebyscore(members, 0, wall - self.lease.ttl_ms)
+        share = -(-len(self.settings) // max(1, int(await redis.zcard(members))))
+        held = [p for p in self._mine if await self.lease.hold(self.keys.lease(p, "manager"))]
+        for pool in self.settings:
+            if len(held) >= share:
+                break
+            if pool not in held and await self.lease.hold(self.keys.lease(pool, "manager")):
+                held.append(pool)
+        for pool in held[share:]:
+            await self.lease.release(self.keys.lease(pool, "manager"))
+        self._mine = held[:share]
+        return self._mine
 
     async def tick(self) -> int:
         """Fire due deadlines and top up every pool we hold; returns events appended by deadlines."""
@@ -170,3 +193,12 @@ class Manager:
                 log.exception("manager tick failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.tick_s)
+        await self.leave()
+
+    async def leave(self) -> None:
+        """Give up our pools and membership at once, so other managers take over without waiting."""
+        with contextlib.suppress(Exception):
+            for pool in self._mine:
+                await self.lease.release(self.keys.lease(pool, "manager"))
+            await self.commands.redis.zrem(self.keys.members("manager"), self.lease.holder)
+        self._mine = []

@@ -19,6 +19,9 @@ from .names import NameGenerator
 
 __all__ = ["Clock", "Meta", "PoolCommands", "system_clock"]
 
+_RESERVE_BATCH = 16
+"""Names reserved at a time per pool; unused ones stay reserved for this process's next decisions."""
+
 Clock = Callable[[], int]
 """Returns the current time in milliseconds since the epoch; injected so tests drive time."""
 
@@ -64,35 +67,38 @@ class PoolCommands:
         self.clock = clock
         self.new_id = new_id
         self._scripts = Scripts(redis)
+        self._spare: dict[str, list[str]] = {}
 
-    async def _reserve(self, pool: str, n: int) -> list[str]:
-        """Reserve ``n`` fresh names for ``pool`` in the cross-pool name registry."""
+    async def _names(self, pool: str, n: int) -> list[str]:
+        """``n`` names reserved for ``pool`` in the cross-pool registry, from this process's spare
+        reservations when it has enough (so a decision usually costs one round trip)."""
         if n <= 0:
             return []
-        candidates = self.names.many(n)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for name in candidates:
-                pipe.hsetnx(self.keys.names(), name, pool)
-            won = await pipe.execute()
-        return [name for name, ok in zip(candidates, won, strict=True) if ok]
+        spare = self._spare.setdefault(pool, [])
+        if len(spare) < n:
+            candidates = self.names.many(max(n - len(spare), _RESERVE_BATCH))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name in candidates:
+                    pipe.hsetnx(self.keys.names(), name, pool)
+                won = await pipe.execute()
+            spare += [name for name, ok in zip(candidates, won, strict=True) if ok]
+        return spare[:n]
 
-    async def _release(self, reserved: Sequence[str], used: Sequence[bytes | str]) -> None:
-        taken = {u.decode() if isinstance(u, bytes) else u for u in used}
-        unused = [n for n in reserved if n not in taken]
-        if unused:
-            await self.redis.hdel(self.keys.names(), *unused)
+    def _used(self, pool: str, made: Sequence[bytes]) -> None:
+        if made:
+            taken = {m.decode() for m in made}
+            self._spare[pool] = [n for n in self._spare[pool] if n not in taken]
 
     def _head(self, meta: Meta) -> list[Any]:
         return [self.clock(), self.new_id(), meta.actor, meta.correlation_id, meta.causation_id]
 
     async def _run(self, script: str, pool: str, meta: Meta, args: list[Any], spare: int) -> Any:
-        """Run a decision script with ``spare`` reserved candidate names; release the unused ones."""
-        names = await self._reserve(pool, spare)
+        """Run a decision script offering ``spare`` reserved names for the clones it may request."""
+        names = await self._names(pool, spare)
         result, made = await self._scripts[script](
             keys=[self.keys.base(pool)], args=[*self._head(meta), *args, *names]
         )
-        if names:
-            await self._release(names, made)
+        self._used(pool, made)
         return result
 
     async def configure(self, pool: str, settings: PoolConfigured, meta: Meta) -> tuple[bool, int]:

@@ -56,6 +56,10 @@ class Keys:
         """Set of pool names that have a stream (so tools can find every stream)."""
         return f"{self.prefix}:{{{CONTROL}}}:pools"
 
+    def members(self, role: str) -> str:
+        """Sorted set of live processes of a role (name → last heartbeat ms), to share pools fairly."""
+        return f"{self.prefix}:{{{CONTROL}}}:members:{role}"
+
     def read_model(self, pool: str, name: str) -> str:
         """Root of a projection's keys for ``pool`` (every key of the projection starts with it)."""
         return f"{self.prefix}:{{{pool}}}:rm:{name}"

@@ -118,8 +118,14 @@ class VmDestroyStarted(Event, frozen=True, tag="vm.destroy-started"):
 
 
 class VmDestroyFailed(Event, frozen=True, tag="vm.destroy-failed"):
+    """A destroy attempt failed; ``retry_in`` seconds later the retry deadline fires.
+
+    ``attempt`` has no default on purpose: the decision scripts read it from the stored body,
+    where a default would be omitted.
+    """
+
     error: str
-    attempt: int = 1
+    attempt: int
     retry_in: float = 0.0
 
 
