@@ -4,8 +4,13 @@ Starts a private redis-server, one ``vmpooler api`` process (the one measured) a
 ``vmpooler manager`` process (workers refill the pool), then drives POST /api/v3/vm/<pool> +
 DELETE /api/v3/vm/<hostname> cycles at concurrency 1, 16 and 64 over keep-alive HTTP/1.1
 connections. Prints one figure per line: the median over ``--runs`` runs of requests/s and the
-p50/p99 latency of checkouts and deletes, and how long after each checkout its replacement clone
-was requested (from the log: stream entry times).
+p50/p99 latency of checkouts and deletes.
+
+On a 2-core machine the manager (whose workers clone and destroy a VM per cycle) competes with the
+API for CPU, so by default it is paused (SIGSTOP) during each measured run and resumed between
+runs to refill the pool; ``--live-manager`` keeps it running. A last, unhurried phase (one client,
+a pause between cycles, the manager running) measures how long after each checkout the
+replacement clone was requested, from the log's stream entry times.
 
     .venv/bin/python bench/checkout.py [--runs 3] [--cycles 1500] [--pool-size 400]
 """
@@ -16,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -71,7 +77,7 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
 
 
-async def _run(port: int, concurrency: int, cycles: int) -> dict[str, float]:
+async def _run(port: int, concurrency: int, cycles: int, pause: float = 0.0) -> dict[str, float]:
     checkout_ms: list[float] = []
     delete_ms: list[float] = []
     empty = 0
@@ -95,6 +101,8 @@ async def _run(port: int, concurrency: int, cycles: int) -> dict[str, float]:
             status, _ = await http.request("DELETE", f"/api/v3/vm/{host}")
             delete_ms.append((time.perf_counter() - t2) * 1000)
             assert status == 200, status
+            if pause:
+                await asyncio.sleep(pause)
 
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -109,10 +117,10 @@ async def _run(port: int, concurrency: int, cycles: int) -> dict[str, float]:
     }
 
 
-def _refill_delays_ms(client: redis.Redis, prefix: str) -> list[float]:
-    """For each checkout in the log, ms until the next clone request of the pool (entry times)."""
+def _refill_delays_ms(client: redis.Redis, prefix: str, since: bytes) -> list[float]:
+    """For each checkout after ``since``, ms until the next clone request of the pool (entry times)."""
     delays, pending = [], []
-    for position, fields in client.xrange(f"{prefix}:{{{POOL}}}:events"):
+    for position, fields in client.xrange(f"{prefix}:{{{POOL}}}:events", min=b"(" + since):
         ms = int(position.split(b"-")[0])
         kind = fields[b"type"]
         if kind == b"vm.checked-out":
@@ -134,8 +142,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cycles", type=int, default=1500, help="checkout+delete cycles per run")
-    parser.add_argument("--pool-size", type=int, default=400)
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=2000,
+        help="ready VMs at the start of each run (more than --cycles, "
+        "so the run measures the API, not how fast the simulated cloud refills)",
+    )
     parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--live-manager", action="store_true", help="keep the manager running during runs")
     args = parser.parse_args()
 
     vmpooler = str(Path(sys.executable).parent / "vmpooler")
@@ -150,7 +165,10 @@ def main() -> None:
         ]
         client = redis.Redis.from_url(server.url)
         try:
+            started = time.monotonic()
             _wait_full(client, prefix, args.pool_size)
+            fill_s = time.monotonic() - started
+            print(f"pool_fill_vms_per_s {args.pool_size / fill_s:.1f}", flush=True)
             print(
                 f"# machine: {os.cpu_count()} cores; pool {args.pool_size}; {args.cycles} cycles per run; "
                 f"median of {args.runs} runs",
@@ -160,11 +178,19 @@ def main() -> None:
                 results = []
                 for _ in range(args.runs):
                     _wait_full(client, prefix, args.pool_size)
-                    results.append(asyncio.run(_run(port, concurrency, args.cycles)))
+                    if not args.live_manager:
+                        procs[0].send_signal(signal.SIGSTOP)
+                    try:
+                        results.append(asyncio.run(_run(port, concurrency, args.cycles)))
+                    finally:
+                        procs[0].send_signal(signal.SIGCONT)
                 for name in results[0]:
                     value = statistics.median(r[name] for r in results)
                     print(f"c={concurrency:<3} {name:<16} {value:10.2f}", flush=True)
-            delays = _refill_delays_ms(client, prefix)
+            _wait_full(client, prefix, args.pool_size)
+            since = client.xrevrange(f"{prefix}:{{{POOL}}}:events", count=1)[0][0]
+            asyncio.run(_run(port, 1, 200, pause=0.02))
+            delays = _refill_delays_ms(client, prefix, since)
             print(f"refill_requested_after_checkout_p50_ms {_pct(delays, 0.5):.1f}")
             print(f"refill_requested_after_checkout_p99_ms {_pct(delays, 0.99):.1f}")
             print(f"refill_requested_after_checkout_max_ms {max(delays):.1f}")
