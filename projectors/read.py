@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 
 import msgspec
 from redis.asyncio import Redis
 
 from events import Keys
-from events.streams import text
+from events.streams import text, xrevrange
 
 from .pool_status import PoolStatus
 from .token_index import TokenIndex
@@ -16,6 +18,12 @@ from .views import PoolStatusView, VmView
 from .vm_detail import VmDetail
 
 __all__ = ["ReadModels"]
+
+
+def _position(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
 
 _vm_decoder = msgspec.json.Decoder(VmView)
 _status_decoder = msgspec.json.Decoder(PoolStatusView)
@@ -33,13 +41,38 @@ class ReadModels:
         raw = await self.redis.hget(self.keys.names(), vm)
         return text(raw) or None
 
-    async def vm(self, name: str) -> VmView | None:
-        """The VM's view, or ``None`` if no VM of that name was ever projected."""
+    async def vm(self, name: str, *, fresh_within: float = 0.5) -> VmView | None:
+        """The VM's view, or ``None`` if no VM of that name was ever projected.
+
+        Read-your-writes: the view reflects every event appended to the VM's pool before this call
+        (waiting up to ``fresh_within`` seconds for the projection to get there), so a client that
+        checks out a VM and then asks for it sees it running.
+        """
         pool = await self.pool_of(name)
         if pool is None:
             return None
+        await self.caught_up(pool, VmDetail.name, fresh_within)
         raw = await self.redis.get(f"{self.keys.read_model(pool, VmDetail.name)}:v:{name}")
         return _vm_decoder.decode(raw) if raw is not None else None
+
+    async def caught_up(self, pool: str, projection: str, within: float) -> bool:
+        """Wait until ``projection`` has folded everything in ``pool``'s log as of now (at most
+        ``within`` seconds); returns whether it got there."""
+        last = await xrevrange(self.redis, self.keys.stream(pool), count=1)
+        if not last:
+            return True
+        target = _position(last[0][0].decode())
+        checkpoint_key = f"{self.keys.read_model(pool, projection)}:checkpoint"
+        deadline = time.monotonic() + within
+        delay = 0.001
+        while True:
+            checkpoint = text(await self.redis.get(checkpoint_key))
+            if checkpoint and _position(checkpoint) >= target:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
 
     async def vm_positions(self, pool: str, name: str) -> list[str]:
         """Stream positions of every event about the VM, oldest first."""

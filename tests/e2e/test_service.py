@@ -1,0 +1,166 @@
+"""The service started as the README says (``vmpooler --config examples/vmpooler.yaml``: embedded
+Redis, simulated provider), driven over HTTP through a whole VM lifecycle, then audited and replayed
+with the CLI, then stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vmpooler.redis_server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+VMPOOLER = str(Path(sys.executable).parent / "vmpooler")
+CONFIG = str(ROOT / "examples" / "vmpooler.yaml")
+
+
+def http(method: str, url: str, body: bytes | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=body, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
+    workdir = tmp_path_factory.mktemp("service")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VMPOOLER_", "REDIS_"))}
+    log = (workdir / "service.log").open("wb")
+    proc = subprocess.Popen(
+        [VMPOOLER, "--config", CONFIG, "--port", str(port)], cwd=workdir, env=env, stdout=log, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return http("GET", f"{base}/healthcheck")[0] == 200
+        except OSError:
+            return False
+
+    try:
+        until(healthy, what="the service to answer /healthcheck")
+        yield base, workdir, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+        log.close()
+
+
+def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VMPOOLER_", "REDIS_"))}
+    return subprocess.run(
+        [VMPOOLER, "--config", CONFIG, *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def ready(base: str, pool: str) -> int:
+    return int(http("GET", f"{base}/api/v3/status?view=pools")[1]["pools"][pool]["ready"])
+
+
+def test_full_lifecycle_over_http(service: tuple[str, Path, subprocess.Popen[bytes]]) -> None:
+    base, workdir, _ = service
+    until(lambda: ready(base, "win-2022") == 2, what="win-2022 to fill")
+
+    status, body = http("POST", f"{base}/api/v3/vm/win-2022")
+    assert status == 200
+    assert body["ok"] is True
+    fqdn = body["win-2022"]["hostname"]
+    assert isinstance(fqdn, str)
+    assert fqdn.endswith(".example.com")
+    vm = fqdn.split(".")[0]
+
+    status, detail = http("GET", f"{base}/api/v3/vm/{fqdn}")
+    assert status == 200
+    assert detail[vm]["state"] == "running"
+    assert detail[vm]["template"] == "win-2022"
+    assert detail[vm]["lifetime"] == 24
+
+    # the replacement clone was requested by the checkout itself: the pool refills
+    until(lambda: ready(base, "win-2022") == 2, what="win-2022 to refill")
+
+    status, body = http(
+        "PUT", f"{base}/api/v3/vm/{vm}", json.dumps({"lifetime": 2, "tags": {"team": "ci"}}).encode()
+    )
+    assert (status, body) == (200, {"ok": True})
+    detail = until(lambda: (d := http("GET", f"{base}/api/v3/vm/{vm}")[1][vm])["lifetime"] == 2 and d)
+    assert detail["tags"] == {"team": "ci"}
+
+    assert http("DELETE", f"{base}/api/v3/vm/{vm}") == (200, {"ok": True})
+    until(lambda: http("GET", f"{base}/api/v3/vm/{vm}")[1][vm]["state"] == "destroyed", what="the destroy")
+    assert http("DELETE", f"{base}/api/v3/vm/{vm}") == (404, {"ok": False})
+
+    def event_types() -> list[str]:
+        history = cli(workdir, "events", "--vm", vm)
+        assert history.returncode == 0, history.stderr
+        return [line.split()[3] for line in history.stdout.splitlines()]
+
+    # GET says "destroyed" from the start of the destroy (as vmpooler does); the provider call follows
+    types = until(lambda: (t := event_types()) and "vm.destroyed" in t and t, what="vm.destroyed in the log")
+    for expected in (
+        "vm.clone-requested",
+        "vm.cloned",
+        "vm.ready",
+        "vm.checked-out",
+        "vm.lifetime-changed",
+        "vm.tagged",
+        "vm.returned",
+        "vm.destroy-started",
+        "vm.destroyed",
+    ):
+        assert expected in types
+    assert types.index("vm.checked-out") < types.index("vm.returned") < types.index("vm.destroyed")
+
+    before = http("GET", f"{base}/api/v3/vm/{vm}")
+    rebuilt = cli(workdir, "projections", "rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert http("GET", f"{base}/api/v3/vm/{vm}") == before
+
+
+def test_bad_input_is_refused_cleanly(service: tuple[str, Path, subprocess.Popen[bytes]]) -> None:
+    base, _, _ = service
+    assert http("POST", f"{base}/api/v3/vm/no-such-pool") == (404, {"ok": False})
+    status, body = http("POST", f"{base}/api/v3/vm", b"{not json")
+    assert status == 400
+    assert body["error"].startswith("Invalid JSON")
+    assert http("GET", f"{base}/api/v3/vm/not..a..host")[0] == 400
+
+
+def test_stops_cleanly_and_takes_its_redis_along(service: tuple[str, Path, subprocess.Popen[bytes]]) -> None:
+    _, workdir, proc = service
+    port = int((workdir / "vmpooler-data" / "redis.port").read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1)  # the embedded Redis is gone too
