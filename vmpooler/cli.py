@@ -6,13 +6,15 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import logging
 import re
 import signal
 import socket
 import sys
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from typing import Any
 
 import msgspec
 import uvicorn
@@ -163,12 +165,14 @@ async def _serve(
     tasks = []
     server = None
     if "api" in roles:
-        config = uvicorn.Config(
+        config = uvicorn.Config(  # httptools parses HTTP when installed (it is a dependency)
             build_app(service),
             host=args.host,
             port=args.port,
             log_level="warning",
             access_log=False,
+            # No X-Forwarded-* rewriting: nothing reads the client address yet, and it costs ~10 %.
+            proxy_headers=False,
             lifespan="on",
         )
         server = _Server(config)
@@ -189,6 +193,9 @@ async def _serve(
         loop.add_signal_handler(sig, shutdown)
     if "manager" in roles:
         tasks.append(asyncio.create_task(service.run_manager(stop)))
+    # Everything built so far lives as long as the process: keep it out of the cyclic collector,
+    # whose full passes over the app's objects otherwise show up as 10-20 ms latency spikes.
+    gc.freeze()
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     stop.set()
     if server is not None:
@@ -230,6 +237,15 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         await service.close()
 
 
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
+    """uvloop's runner where it is installed (a faster event loop), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return asyncio.run
+    return uvloop.run
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vmpooler`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -246,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vmpooler: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_run(settings, args))
+        return _event_loop_runner()(_run(settings, args))
     except KeyboardInterrupt:
         return 130
     except (ConfigError, ValueError) as exc:  # e.g. a provider knob or key prefix refused at startup
