@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from events import SCHEMA_VERSION
-from events.lifecycle import DEADLINES, NONE, TERMINAL, TRANSITIONS
+from events.lifecycle import DEADLINES, GONE_KEPT_MS, NONE, TERMINAL, TRANSITIONS
 
 __all__ = ["SCRIPT_NAMES", "Scripts", "render_tables"]
 
@@ -44,12 +44,14 @@ def render_tables() -> str:
             f"rearm = {rearm}",
             f"anchor = {_lua_str(d.anchor)}",
             f"fires = {_lua_str(d.fires)}",
+            f"fires_type = {_lua_str(d.fires_type)}",
             f"carry = {_lua_str(d.carry) if d.carry else 'nil'}",
         ]
         deadlines.append("  {" + ", ".join(fields) + "}")
     assert NONE == ""
     return (
         f"local SCHEMA_VERSION = {SCHEMA_VERSION}\n"
+        f"local GONE_KEPT_MS = {GONE_KEPT_MS}\n"
         f"local RULES = {{\n{rules}\n}}\n"
         f"local TERMINAL = {_lua_set(TERMINAL)}\n"
         "local DEADLINES = {\n" + ",\n".join(deadlines) + "\n}\n"

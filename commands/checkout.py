@@ -49,7 +49,9 @@ class CheckoutService:
         rng: randomness for the backend choice among an alias's pools (seed it in tests).
     """
 
-    def __init__(self, settings: Settings, commands: PoolCommands, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, settings: Settings, commands: PoolCommands, *, rng: random.Random | None = None
+    ) -> None:
         self._settings = settings
         self._commands = commands
         self._rng = rng or random.Random()
@@ -109,7 +111,10 @@ class CheckoutService:
         if self._settings.auth is not None and requester is not None and requester.token_hash:
             lifetime = config.vm_lifetime_auth or config.vm_lifetime
             return VmCheckedOut(
-                lifetime=lifetime, requested_as=name, token_user=requester.user, token_hash=requester.token_hash
+                lifetime=lifetime,
+                requested_as=name,
+                token_user=requester.user,
+                token_hash=requester.token_hash,
             )
         return VmCheckedOut(lifetime=config.vm_lifetime, requested_as=name)
 

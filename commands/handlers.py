@@ -119,10 +119,9 @@ class Handlers:
         target = msgspec.structs.replace(target, template=e.template or target.template)
         started = time.monotonic()
         try:
-            info = await provider.get_vm(target, vm)
-            adopted = info is not None
-            if info is None:
-                info = await provider.create_vm(target, vm)
+            # create_vm adopts (and finishes) a VM of that name that an earlier attempt left behind
+            adopted = await provider.get_vm(target, vm) is not None
+            info = await provider.create_vm(target, vm)
         except Exception as exc:  # any provider failure fails this clone; the pool refills
             permanent = isinstance(exc, ProviderError) and exc.permanent
             failed = ev.VmCloneFailed(

@@ -69,20 +69,14 @@ class PoolCommands:
         self._scripts = Scripts(redis)
         self._spare: dict[str, list[str]] = {}
 
-    async def _names(self, pool: str, n: int) -> list[str]:
-        """``n`` names reserved for ``pool`` in the cross-pool registry, from this process's spare
-        reservations when it has enough (so a decision usually costs one round trip)."""
-        if n <= 0:
-            return []
-        spare = self._spare.setdefault(pool, [])
-        if len(spare) < n:
-            candidates = self.names.many(max(n - len(spare), _RESERVE_BATCH))
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for name in candidates:
-                    pipe.hsetnx(self.keys.names(), name, pool)
-                won = await pipe.execute()
-            spare += [name for name, ok in zip(candidates, won, strict=True) if ok]
-        return spare[:n]
+    async def _reserve(self, pool: str, n: int) -> None:
+        """Reserve at least ``n`` more names for ``pool`` in the cross-pool registry (kept spare)."""
+        candidates = self.names.many(max(n, _RESERVE_BATCH))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in candidates:
+                pipe.hsetnx(self.keys.names(), name, pool)
+            won = await pipe.execute()
+        self._spare.setdefault(pool, []).extend(n for n, ok in zip(candidates, won, strict=True) if ok)
 
     def _used(self, pool: str, made: Sequence[bytes]) -> None:
         if made:
@@ -93,12 +87,20 @@ class PoolCommands:
         return [self.clock(), self.new_id(), meta.actor, meta.correlation_id, meta.causation_id]
 
     async def _run(self, script: str, pool: str, meta: Meta, args: list[Any], spare: int) -> Any:
-        """Run a decision script offering ``spare`` reserved names for the clones it may request."""
-        names = await self._names(pool, spare)
-        result, made = await self._scripts[script](
+        """Run a decision script, offering up to ``spare`` of this process's reserved names for the
+        clones it may request. Names are reserved only when a script asked for more than it was
+        offered, so a decision that requests no clone changes nothing else (one round trip)."""
+        names = self._spare.get(pool, [])[:spare]
+        result, made, short = await self._scripts[script](
             keys=[self.keys.base(pool)], args=[*self._head(meta), *args, *names]
         )
         self._used(pool, made)
+        if short:
+            await self._reserve(pool, int(short))
+            _, made, _ = await self._scripts["append"](
+                keys=[self.keys.base(pool)], args=[*self._head(meta), 0, *self._spare[pool]]
+            )
+            self._used(pool, made)
         return result
 
     async def configure(self, pool: str, settings: PoolConfigured, meta: Meta) -> tuple[bool, int]:

@@ -85,4 +85,6 @@ class VmOps:
         except Refused as exc:
             if not exc.state:
                 raise NotFound(f"VM {vm!r} no longer exists") from None
-            raise ConflictError(f"VM {vm} is {exc.state}; its lifetime can only change while it is running") from None
+            raise ConflictError(
+                f"VM {vm} is {exc.state}; its lifetime can only change while it is running"
+            ) from None

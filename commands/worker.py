@@ -77,7 +77,11 @@ class Worker:
         """Take up to the free slots' worth of new entries and start handling them."""
         free = self.concurrency - len(self._inflight)
         if free <= 0:
-            await asyncio.wait(list(self._inflight.values()), return_when=asyncio.FIRST_COMPLETED)
+            # bounded, so run() keeps heartbeating (and reclaiming) while every slot is busy
+            timeout = None if block_ms is None else block_ms / 1000
+            await asyncio.wait(
+                list(self._inflight.values()), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             return 0
         streams = {self.keys.stream(p): ">" for p in self.pools}
         started = 0
@@ -169,6 +173,7 @@ class Worker:
     async def run(self, stop: asyncio.Event, block_ms: int = 500) -> None:
         """Consume until ``stop`` is set; heartbeat and reclaim every third of the reclaim idle time."""
         await self.setup()
+        block_ms = max(1, min(block_ms, self.reclaim_idle_ms // 3))  # heartbeats must beat the idle time
         loop = asyncio.get_running_loop()
         next_maintenance = loop.time()
         while not stop.is_set():

@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from .codec import Recorded
-from .lifecycle import DEADLINES, NONE, SAME, TERMINAL, TRANSITIONS, Deadline
+from .lifecycle import DEADLINES, GONE_KEPT_MS, NONE, SAME, TERMINAL, TRANSITIONS, Deadline
 from .pool import PoolConfigured
 
 __all__ = ["CFG_FIELDS", "PoolState", "accepts", "evolve", "fire", "fold", "state_of"]
@@ -120,6 +120,7 @@ def evolve(state: PoolState, recorded: Recorded) -> PoolState:
         entered.pop(vm, None)
         if to in TERMINAL:
             states.pop(vm, None)
+            gone = {v: t for v, t in gone.items() if t >= now - GONE_KEPT_MS}
             gone[vm] = now
         else:
             states[vm] = to
@@ -134,6 +135,11 @@ def evolve(state: PoolState, recorded: Recorded) -> PoolState:
                 n = _cfg_num(state.cfg, d.setting) if d.setting else _num(body, d.field) if d.field else 0.0
                 if n > 0:
                     due[member] = _due_at(now, n, d)
+    for d in DEADLINES:
+        if d.fires_type == recorded.type:  # the event a deadline fires disarms it
+            due.pop(f"{d.kind}:{vm}", None)
+            if d.carry:
+                carry.pop(f"{d.kind}:{vm}", None)
     for d in DEADLINES:
         field = d.rearm.get(recorded.type)
         if field is None or to not in d.states:

@@ -11,6 +11,7 @@ import msgspec
 
 __all__ = [
     "DEADLINES",
+    "GONE_KEPT_MS",
     "LIVE",
     "NONE",
     "PENDING",
@@ -31,6 +32,9 @@ STATES = ("cloning", "booting", "ready", "running", "completed", "destroying", "
 """Live states, each kept as a sorted set of VM names scored by the time the VM entered it."""
 TERMINAL = frozenset({"destroyed", "vanished"})
 LIVE = frozenset(STATES)
+GONE_KEPT_MS = 86_400_000
+"""How long a terminal VM's name stays in the pool's ``gone`` set (so a late inventory listing does
+not rediscover a VM that was just destroyed); trimmed by event time, so replay trims the same."""
 PENDING = frozenset({"cloning", "booting"})
 """vmpooler's ``pending`` is our cloning + booting."""
 
@@ -102,6 +106,11 @@ class Deadline(msgspec.Struct, frozen=True, kw_only=True):
     anchor: str = "entry"
     fires: bytes
     carry: str | None = None
+
+    @property
+    def fires_type(self) -> str:
+        """The type of the event this deadline fires; appending one disarms the deadline."""
+        return str(msgspec.json.decode(self.fires)["type"])
 
 
 DEADLINES: tuple[Deadline, ...] = (

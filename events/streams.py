@@ -6,7 +6,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-__all__ = ["Entry", "pool_of_stream", "text", "xrange", "xread", "xreadgroup", "xrevrange"]
+__all__ = ["Entry", "pool_of_stream", "position", "text", "xrange", "xread", "xreadgroup", "xrevrange"]
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 """A raw stream entry: (position, fields)."""
@@ -17,6 +17,12 @@ def text(value: bytes | str | None) -> str:
     if value is None:
         return ""
     return value.decode() if isinstance(value, bytes) else value
+
+
+def position(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (``<ms>-<seq>``) as a tuple that orders like the stream."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def pool_of_stream(stream: str) -> str:

@@ -10,7 +10,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from events import Keys
-from events.streams import text, xrevrange
+from events.streams import position, text, xrevrange
 
 from .pool_status import PoolStatus
 from .token_index import TokenIndex
@@ -18,11 +18,6 @@ from .views import PoolStatusView, VmView
 from .vm_detail import VmDetail
 
 __all__ = ["ReadModels"]
-
-
-def _position(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 _vm_decoder = msgspec.json.Decoder(VmView)
@@ -61,13 +56,13 @@ class ReadModels:
         last = await xrevrange(self.redis, self.keys.stream(pool), count=1)
         if not last:
             return True
-        target = _position(last[0][0].decode())
+        target = position(last[0][0].decode())
         checkpoint_key = f"{self.keys.read_model(pool, projection)}:checkpoint"
         deadline = time.monotonic() + within
         delay = 0.001
         while True:
             checkpoint = text(await self.redis.get(checkpoint_key))
-            if checkpoint and _position(checkpoint) >= target:
+            if checkpoint and position(checkpoint) >= target:
                 return True
             if time.monotonic() >= deadline:
                 return False

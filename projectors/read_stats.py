@@ -51,7 +51,9 @@ class StatsReader:
         it = iter(raws)
         for day in days:
             out[day] = {
-                pool: _decoder.decode(raw) if (raw := next(it)) is not None else DailyStatsView(pool=pool, day=day)
+                pool: _decoder.decode(raw)
+                if (raw := next(it)) is not None
+                else DailyStatsView(pool=pool, day=day)
                 for pool in pools
             }
         return out

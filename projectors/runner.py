@@ -14,12 +14,13 @@ from redis.exceptions import ResponseError
 
 from events import Keys, Recorded, decode_entry
 from events.lease import Lease
-from events.streams import Entry, pool_of_stream, text, xrange, xreadgroup
+from events.streams import Entry, pool_of_stream, position, text, xrange, xreadgroup
 
 from ._base import Projection
 from ._tx import Tx
 
 __all__ = ["ProjectionRunner"]
+
 
 log = logging.getLogger(__name__)
 
@@ -124,26 +125,48 @@ class ProjectionRunner:
 
     async def _apply_batch(self, projection: Projection, pool: str, entries: list[Entry]) -> int:
         records = [decode_entry(pool, pos, fields) for pos, fields in entries if fields]
-        stream = self.keys.stream(pool)
+        stream, group = self.keys.stream(pool), self.group(projection)
         try:
-            if records:
-                await self.apply(projection, pool, records)
+            applied = await self.apply(projection, pool, records) if records else True
         except Exception:
-            # Nothing was applied (one atomic step): rewind delivery to the checkpoint so the
-            # batch is read again, instead of leaving it pending where '>' never looks.
-            checkpoint = text(await self.redis.get(self.checkpoint_key(projection, pool))) or "0-0"
-            await self.redis.xgroup_setid(stream, self.group(projection), id=checkpoint)
+            await self._rewind(projection, pool)  # nothing was applied: read the batch again
             raise
-        await self.redis.xack(stream, self.group(projection), *[pos for pos, _ in entries])
+        await self.redis.xack(stream, group, *[pos for pos, _ in entries])
+        if not applied:
+            await self._rewind(projection, pool)
+            return 0
         return len(records)
 
-    async def apply(self, projection: Projection, pool: str, records: Sequence[Recorded]) -> None:
-        """Fold ``records`` into the read model and move the checkpoint to the last one, atomically."""
+    async def _rewind(self, projection: Projection, pool: str) -> None:
+        """Deliver again everything after the checkpoint (only while we hold the stream's lease:
+        a holder that lost it must not move its successor's delivery)."""
+        lease = self.keys.lease(pool, self.group(projection))
+        if text(await self.redis.get(lease)) != self.consumer:
+            self._held[projection.name].discard(pool)
+            return
+        checkpoint = text(await self.redis.get(self.checkpoint_key(projection, pool))) or "0-0"
+        await self.redis.xgroup_setid(self.keys.stream(pool), self.group(projection), id=checkpoint)
+
+    async def apply(self, projection: Projection, pool: str, records: Sequence[Recorded]) -> bool:
+        """Fold ``records`` into the read model and move the checkpoint to the last one, atomically.
+
+        Returns:
+            False if the batch overlapped the checkpoint and nothing was applied (the caller
+            rewinds); True otherwise (including a pure redelivery, a no-op).
+        """
+        checkpoint = text(await self.redis.get(self.checkpoint_key(projection, pool)))
+        if checkpoint:  # fold only what the read model has not seen (a batch may overlap it)
+            seen = position(checkpoint)
+            records = [r for r in records if position(r.position) > seen]
+            if not records:
+                return True
         tx = Tx(self.redis)
         await projection.apply(self.keys, pool, records, tx)
-        await self._apply(
-            keys=[self.checkpoint_key(projection, pool)], args=[records[-1].position, *tx.finish()]
+        result = await self._apply(
+            keys=[self.checkpoint_key(projection, pool)],
+            args=[records[0].position, records[-1].position, *tx.finish()],
         )
+        return int(result) >= 0
 
     async def catch_up(self) -> int:
         """Acquire leases and apply until every held stream is drained (for tests and tools)."""

@@ -27,8 +27,13 @@ __all__ = ["KNOBS", "DummyProvider", "DummyVm", "validate_knobs"]
 
 _OPS = ("createvm", "destroyvm", "createdisk", "createsnapshot", "revertsnapshot", "migratevm")
 _TIME_KNOBS = (*(f"{op}_max_time" for op in _OPS), "destroyvm_max_shutdown_time", "boot_time")
-_PERCENT_KNOBS = (*(f"{op}_fail_percent" for op in _OPS), "vmready_fail_percent",
-                  "migratevm_couldmove_percent", "getvm_rename_percent", "getvm_poweroff_percent")
+_PERCENT_KNOBS = (
+    *(f"{op}_fail_percent" for op in _OPS),
+    "vmready_fail_percent",
+    "migratevm_couldmove_percent",
+    "getvm_rename_percent",
+    "getvm_poweroff_percent",
+)
 _INT_KNOBS = ("seed", "quota")
 KNOBS: tuple[str, ...] = _TIME_KNOBS + _PERCENT_KNOBS + _INT_KNOBS
 """Every option key the dummy reads; other keys (``provider_class``, ``filename``, ...) are ignored."""
@@ -132,9 +137,16 @@ class DummyProvider:
 
     TYPE = "dummy"
 
-    def __init__(self, name: str, redis: aioredis.Redis, *, prefix: str, options: Mapping[str, Any],
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        name: str,
+        redis: aioredis.Redis,
+        *,
+        prefix: str,
+        options: Mapping[str, Any],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.name = name
         self._redis = redis
         self._base = f"{prefix}:sim:{name}"
@@ -147,17 +159,23 @@ class DummyProvider:
         self._cas = redis.register_script(_CAS)
 
     async def create_vm(self, pool: PoolTarget, vm: str) -> VmInfo:
-        """Clone ``vm`` (visible in the inventory as ``cloning`` at once) or adopt the existing VM."""
+        """Clone ``vm`` (visible in the inventory as ``cloning`` at once) or adopt the existing VM,
+        finishing it if its clone was left half-made."""
         knobs = self._pool_knobs(pool)
         key, now = self._key(pool.name), self._clock()
         ip, host = _placement(vm)
-        record = DummyVm(state="cloning", template=pool.template, host=host, ip=ip, hostname=vm,
-                         created_at=now)
+        record = DummyVm(
+            state="cloning", template=pool.template, host=host, ip=ip, hostname=vm, created_at=now
+        )
         await self._redis.sadd(f"{self._base}:pools", pool.name)
-        status, raw = await self._create(keys=[key], args=[vm, msgspec.json.encode(record),
-                                                            int(knobs.get("quota", 0))])
+        status, raw = await self._create(
+            keys=[key], args=[vm, msgspec.json.encode(record), int(knobs.get("quota", 0))]
+        )
         if int(status) == 0:
-            return self._info(vm, msgspec.json.decode(raw, type=DummyVm))
+            existing = msgspec.json.decode(raw, type=DummyVm)
+            if existing.state != "cloning":
+                return self._info(vm, existing)
+            # Adopt a clone left half-made (say, by a worker that was killed): finish it.
         if int(status) == 2:
             raise ProviderError(f"quota exceeded: pool {pool.name} already holds {int(knobs['quota'])} VMs")
         try:
@@ -167,8 +185,9 @@ class DummyProvider:
             await self._update(key, vm, lambda r: None if r.state == "cloning" and r.created_at == now else r)
             raise
         boot_at = self._clock() + knobs.get("boot_time", 0.0)
-        done = await self._update(key, vm, lambda r: replace(r, state="running", boot_at=boot_at)
-                                  if r.state == "cloning" else r)
+        done = await self._update(
+            key, vm, lambda r: replace(r, state="running", boot_at=boot_at) if r.state == "cloning" else r
+        )
         if done is None:
             raise ProviderError(f"VM {vm} was destroyed while it was being cloned")
         return self._info(vm, done)
@@ -221,8 +240,12 @@ class DummyProvider:
 
     async def create_snapshot(self, pool: PoolTarget, vm: str, snapshot: str) -> None:
         """Record the snapshot ``snapshot`` of ``vm`` (taking an existing name again is a no-op)."""
-        await self._operate(pool, vm, "createsnapshot", lambda r: r if snapshot in r.snapshots
-                            else replace(r, snapshots=[*r.snapshots, snapshot]))
+        await self._operate(
+            pool,
+            vm,
+            "createsnapshot",
+            lambda r: r if snapshot in r.snapshots else replace(r, snapshots=[*r.snapshots, snapshot]),
+        )
 
     async def revert_snapshot(self, pool: PoolTarget, vm: str, snapshot: str) -> None:
         """Revert ``vm`` to ``snapshot``; a missing snapshot is a permanent ``ProviderError``."""
@@ -287,8 +310,9 @@ class DummyProvider:
         if knobs.get(knob, 0.0) > 0:
             await self._sleep(self._rng.uniform(0.0, knobs[knob]))
 
-    async def _operate(self, pool: PoolTarget, vm: str, op: str,
-                       change: Callable[[DummyVm], DummyVm]) -> DummyVm:
+    async def _operate(
+        self, pool: PoolTarget, vm: str, op: str, change: Callable[[DummyVm], DummyVm]
+    ) -> DummyVm:
         knobs = self._pool_knobs(pool)
         await self._require(pool.name, vm)
         await self._delay(f"{op}_max_time", knobs)
@@ -305,8 +329,9 @@ class DummyProvider:
     async def _require(self, pool: str, vm: str) -> DummyVm:
         record = await self._load(pool, vm)
         if record is None:
-            raise ProviderError(f"VM {vm} does not exist in pool {pool} for the provider {self.name}",
-                                permanent=True)
+            raise ProviderError(
+                f"VM {vm} does not exist in pool {pool} for the provider {self.name}", permanent=True
+            )
         return record
 
     async def _update(self, key: str, vm: str, change: Callable[[DummyVm], DummyVm | None]) -> DummyVm | None:
@@ -321,5 +346,11 @@ class DummyProvider:
                 return new
 
     def _info(self, vm: str, record: DummyVm) -> VmInfo:
-        return VmInfo(name=vm, hostname=record.hostname, ip=record.ip, host=record.host,
-                      powered_on=record.state == "running", template=record.template)
+        return VmInfo(
+            name=vm,
+            hostname=record.hostname,
+            ip=record.ip,
+            host=record.host,
+            powered_on=record.state == "running",
+            template=record.template,
+        )

@@ -8,4 +8,5 @@ if #picked == n then
 else
   picked = {}
 end
-return {picked, refill(ARGV, 8)}
+local refilled = refill(ARGV, 8)
+return {picked, refilled[1], refilled[2]}

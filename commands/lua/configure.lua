@@ -8,15 +8,7 @@ local changed = tostring(want.size) ~= have[1] or want.template ~= have[2]
   or tostring(want.clone_limit) ~= have[3] or tostring(want.ready_ttl) ~= have[4]
   or tostring(want.timeout) ~= have[5] or (want.clone_target or '') ~= have[6]
 if changed then emit('', 'pool.configured', ARGV[6]) end
-local excess = pending_and_ready() - cfg_num('size')
-local trimmed = 0
-local data = '{"type":"vm.discarded","reason":"pool shrunk"}'
-for _, s in ipairs({'ready', 'booting', 'cloning'}) do
-  if excess <= 0 then break end
-  for _, vm in ipairs(redis.call('ZRANGE', kstate(s), 0, excess - 1)) do
-    if emit(vm, 'vm.discarded', data) then trimmed = trimmed + 1; excess = excess - 1 end
-  end
-end
-local made = refill(ARGV, 7)
-if changed then return {{1, trimmed}, made} end
-return {{0, trimmed}, made}
+local trimmed = trim_excess('pool shrunk')
+local refilled = refill(ARGV, 7)
+if changed then return {{1, trimmed}, refilled[1], refilled[2]} end
+return {{0, trimmed}, refilled[1], refilled[2]}

@@ -7,15 +7,19 @@ for _, member in ipairs(due) do
   local sep = string.find(member, ':', 1, true)
   local d = DEADLINE_BY_KIND[string.sub(member, 1, sep - 1)]
   local vm = string.sub(member, sep + 1)
-  redis.call('ZREM', K_DUE, member)
   if d and d.states[state_of(vm)] then
     local data = d.fires
     if d.carry then
       local c = redis.call('HGET', K_CARRY, member)
-      redis.call('HDEL', K_CARRY, member)
       if c then data = string.sub(data, 1, -2) .. ',"' .. d.carry .. '":' .. c .. '}' end
     end
-    if emit(vm, string.match(data, '"type":"([^"]+)"'), data) then fired = fired + 1 end
+    -- apply() disarms the deadline as part of the fired event, so replay does exactly the same
+    if emit(vm, d.fires_type, data) then fired = fired + 1 end
+  else
+    -- cannot happen while apply() keeps 'due' in step with the states; never fire twice regardless
+    redis.call('ZREM', K_DUE, member)
+    redis.call('HDEL', K_CARRY, member)
   end
 end
-return {fired, refill(ARGV, 7)}
+local refilled = refill(ARGV, 7)
+return {fired, refilled[1], refilled[2]}

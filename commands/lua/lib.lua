@@ -54,6 +54,7 @@ local function apply(vm, etype, now, data)
     if cur ~= '' then redis.call('ZREM', kstate(cur), vm) end
     if TERMINAL[to] then
       redis.call('HDEL', K_STATE, vm)
+      redis.call('ZREMRANGEBYSCORE', K_GONE, '-inf', '(' .. (now - GONE_KEPT_MS))
       redis.call('ZADD', K_GONE, now, vm)
     else
       redis.call('HSET', K_STATE, vm, to)
@@ -69,6 +70,12 @@ local function apply(vm, etype, now, data)
         if d.setting then n = cfg_num(d.setting) elseif d.field then n = num(b(), d.field) end
         if n > 0 then redis.call('ZADD', K_DUE, now + math.floor(n * d.unit), d.kind .. ':' .. vm) end
       end
+    end
+  end
+  for _, d in ipairs(DEADLINES) do
+    if d.fires_type == etype then  -- the event a deadline fires disarms it
+      redis.call('ZREM', K_DUE, d.kind .. ':' .. vm)
+      if d.carry then redis.call('HDEL', K_CARRY, d.kind .. ':' .. vm) end
     end
   end
   for _, d in ipairs(DEADLINES) do
@@ -105,12 +112,14 @@ local function pending_and_ready()
 end
 
 -- Keep the pool at size: request clones for the shortfall, never more clones in flight than
--- clone_limit. names[first..] are fresh candidate names chosen by the caller.
+-- clone_limit. names[first..] are fresh candidate names reserved by the caller. Returns the VMs
+-- requested and how many more clones were wanted than names were given (the caller reserves
+-- more names and refills again).
 local function refill(names, first)
   local need = cfg_num('size') - pending_and_ready()
   local slots = cfg_num('clone_limit') - redis.call('ZCARD', kstate('cloning'))
   if slots < need then need = slots end
-  if need <= 0 then return {} end
+  if need <= 0 then return {{}, 0} end
   local data = '{"type":"vm.clone-requested","template":'
     .. cjson.encode(redis.call('HGET', K_CFG, 'template') or '') .. '}'
   local made = {}
@@ -124,7 +133,7 @@ local function refill(names, first)
       need = need - 1
     end
   end
-  return made
+  return {made, need}
 end
 
 local function discard_all(states, reason)
@@ -133,6 +142,24 @@ local function discard_all(states, reason)
   for _, s in ipairs(states) do
     for _, vm in ipairs(redis.call('ZRANGE', kstate(s), 0, -1)) do
       if emit(vm, 'vm.discarded', data) then n = n + 1 end
+    end
+  end
+  return n
+end
+
+-- Discard VMs beyond the pool's size, cheapest first: clones not yet made, then booting VMs, then
+-- ready ones, newest first in each. Returns how many were discarded.
+local function trim_excess(reason)
+  local excess = pending_and_ready() - cfg_num('size')
+  local data = '{"type":"vm.discarded","reason":' .. cjson.encode(reason) .. '}'
+  local n = 0
+  for _, s in ipairs({'cloning', 'booting', 'ready'}) do
+    if excess <= 0 then break end
+    for _, vm in ipairs(redis.call('ZREVRANGE', kstate(s), 0, excess - 1)) do
+      if emit(vm, 'vm.discarded', data) then
+        n = n + 1
+        excess = excess - 1
+      end
     end
   end
   return n

@@ -25,5 +25,5 @@ for i = 1, count do
     discovered = discovered + 1
   end
 end
-redis.call('ZREMRANGEBYSCORE', K_GONE, '-inf', META.now - 86400000)
-return {{vanished, discovered}, refill(ARGV, 8 + count)}
+local refilled = refill(ARGV, 8 + count)
+return {{vanished, discovered}, refilled[1], refilled[2]}

@@ -3,4 +3,5 @@
 set_meta(tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 local n = discard_all({'cloning', 'booting', 'ready'}, 'drained')
 emit('', 'pool.reset', '{"type":"pool.reset"}')
-return {n, refill(ARGV, 6)}
+local refilled = refill(ARGV, 6)
+return {n, refilled[1], refilled[2]}

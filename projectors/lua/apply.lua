@@ -1,6 +1,8 @@
--- Apply a projection's read-model changes and advance its checkpoint in one step, unless the
--- checkpoint already covers this position (a redelivery), which makes redelivery a no-op.
--- KEYS[1] = checkpoint key. ARGV: position, then ops: (op, key, nargs, args...)*
+-- Apply a projection's read-model changes for a batch of entries and advance its checkpoint to the
+-- batch's last position, in one step. A batch wholly at or before the checkpoint (a redelivery) is
+-- a no-op (0); a batch that overlaps it (some entries already applied) is refused (-1), because its
+-- changes were computed from all its entries; the caller rewinds delivery to the checkpoint.
+-- KEYS[1] = checkpoint key. ARGV: first position, last position, then ops: (op, key, nargs, args...)*
 local function newer(a, b)
   if not b then return true end
   local am, as = string.match(a, '^(%d+)-(%d+)$')
@@ -8,9 +10,11 @@ local function newer(a, b)
   am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
   return am > bm or (am == bm and as > bs)
 end
-local position = ARGV[1]
-if not newer(position, redis.call('GET', KEYS[1])) then return 0 end
-local i = 2
+local checkpoint = redis.call('GET', KEYS[1])
+if not newer(ARGV[2], checkpoint) then return 0 end
+if not newer(ARGV[1], checkpoint) then return -1 end
+local position = ARGV[2]
+local i = 3
 while i <= #ARGV do
   local op, key, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   redis.call(op, key, unpack(ARGV, i + 3, i + 2 + n))
