@@ -7,7 +7,10 @@ sorted set per live state, ``due``, ``carry``, ``gone``, ``cfg``). Contract of :
 - an event the state machine refuses (its VM is not in one of the rule's sources) returns the
   very same state object, unchanged (the Lua replay counts it as refused and changes nothing);
 - an event type without a rule (``pool.reset``, unknown types) changes nothing either;
-- ``pool.configured`` writes the settings into ``cfg`` as the strings Redis stores.
+- ``pool.configured`` writes the settings into ``cfg`` as the strings Redis stores;
+- a deadline is armed on entering its states, disarmed on leaving them, disarmed by the event it
+  fires (``vm.destroy-requested`` leaves the VM in ``completed``), and re-armed by its ``rearm``
+  events; a terminal event records the gone time and forgets names gone for over ``GONE_KEPT_MS``.
 
 Bodies are read as the Lua interpreter reads the JSON written by ``encode``: a field left out by
 ``omit_defaults`` counts as 0, not as the Struct's default.
@@ -91,6 +94,12 @@ def _cfg_num(cfg: Mapping[str, str], name: str) -> float:
         return 0.0
 
 
+_FIRED_BY: dict[str, tuple[Deadline, ...]] = {
+    t: tuple(d for d in DEADLINES if d.fires_type == t) for t in {d.fires_type for d in DEADLINES}
+}
+"""Event type → the deadlines it disarms because they fire it."""
+
+
 def _due_at(anchor: int, n: float, d: Deadline) -> int:
     return int(anchor + math.floor(n * d.unit_ms))
 
@@ -135,8 +144,7 @@ def evolve(state: PoolState, recorded: Recorded) -> PoolState:
                 n = _cfg_num(state.cfg, d.setting) if d.setting else _num(body, d.field) if d.field else 0.0
                 if n > 0:
                     due[member] = _due_at(now, n, d)
-    for d in DEADLINES:
-        if d.fires_type == recorded.type:  # the event a deadline fires disarms it
+    for d in _FIRED_BY.get(recorded.type, ()):  # the event a deadline fires disarms it
             due.pop(f"{d.kind}:{vm}", None)
             if d.carry:
                 carry.pop(f"{d.kind}:{vm}", None)
@@ -164,7 +172,7 @@ def fold(records: Iterable[Recorded], state: PoolState | None = None) -> PoolSta
 
 
 _BY_KIND = {d.kind: d for d in DEADLINES}
-_FIRED_TYPE = {d.kind: msgspec.json.decode(d.fires)["type"] for d in DEADLINES}
+_FIRED_TYPE = {d.kind: d.fires_type for d in DEADLINES}
 
 
 def fire(state: PoolState, now: int, limit: int = 200) -> list[tuple[str, str, bytes]]:
