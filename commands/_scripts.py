@@ -9,11 +9,11 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from events import SCHEMA_VERSION
-from events.lifecycle import DEADLINES, GONE_KEPT_MS, NONE, TERMINAL, TRANSITIONS
+from events.lifecycle import DEADLINES, GONE_KEPT_MS, NONE, STATES, TERMINAL, TRANSITIONS
 
 __all__ = ["SCRIPT_NAMES", "Scripts", "render_tables"]
 
-SCRIPT_NAMES = ("append", "checkout", "configure", "fire_due", "reconcile", "replay", "reset")
+SCRIPT_NAMES = ("append", "checkout", "configure", "fire_due", "reconcile", "replay", "reset", "swap")
 
 
 def _lua_str(value: str | bytes) -> str:
@@ -54,6 +54,7 @@ def render_tables() -> str:
         f"local GONE_KEPT_MS = {GONE_KEPT_MS}\n"
         f"local RULES = {{\n{rules}\n}}\n"
         f"local TERMINAL = {_lua_set(TERMINAL)}\n"
+        "local STATES = {" + ", ".join(_lua_str(st) for st in STATES) + "}\n"
         "local DEADLINES = {\n" + ",\n".join(deadlines) + "\n}\n"
     )
 

@@ -163,23 +163,32 @@ class PoolCommands:
         return int(vanished), int(discovered)
 
     async def rebuild_state(self, pool: str, batch: int = 500) -> int:
-        """Drop the pool's decision state and rebuild it by replaying its log; returns refused entries."""
-        await self.drop_state(pool)
-        refused, start = 0, "-"
-        while True:
-            entries = await xrange(self.redis, self.keys.stream(pool), min=start, count=batch)
-            if not entries:
-                return refused
+        """Rebuild the pool's decision state by replaying its log, beside live decisions.
+
+        The replay writes into scratch keys in the pool's slot; a last atomic step folds in what
+        was appended meanwhile and moves the scratch keys over the live ones, so decisions never
+        see half-rebuilt state. Returns how many entries the state machine refused (0 when the log
+        is consistent).
+        """
+        scratch = f"{self.keys.base(pool)}:rebuild"
+        await self._drop(scratch)
+        refused, start, last = 0, "-", "0-0"
+        while entries := await xrange(self.redis, self.keys.stream(pool), min=start, count=batch):
             args: list[Any] = [len(entries)]
             for _, f in entries:
                 args += [f[b"vm"], f[b"type"], f[b"at"], f[b"data"]]
-            refused += int(await self._scripts["replay"](keys=[self.keys.base(pool)], args=args))
-            start = "(" + entries[-1][0].decode()
+            refused += int(await self._scripts["replay"](keys=[scratch], args=args))
+            last = entries[-1][0].decode()
+            start = "(" + last
+        await self._scripts["swap"](keys=[scratch], args=[self.keys.base(pool), last])
+        return refused
+
+    async def _drop(self, base: str) -> None:
+        await self.redis.delete(
+            *[f"{base}:{k}" for k in ("state", "due", "carry", "gone", "cfg")],
+            *[f"{base}:s:{s}" for s in STATES],
+        )
 
     async def drop_state(self, pool: str) -> None:
         """Delete the pool's decision state (never its log)."""
-        base = self.keys.base(pool)
-        await self.redis.delete(
-            *[f"{base}:{k}" for k in ("state", "due", "carry", "gone", "cfg")],
-            *[self.keys.in_state(pool, s) for s in STATES],
-        )
+        await self._drop(self.keys.base(pool))

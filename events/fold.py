@@ -145,9 +145,9 @@ def evolve(state: PoolState, recorded: Recorded) -> PoolState:
                 if n > 0:
                     due[member] = _due_at(now, n, d)
     for d in _FIRED_BY.get(recorded.type, ()):  # the event a deadline fires disarms it
-            due.pop(f"{d.kind}:{vm}", None)
-            if d.carry:
-                carry.pop(f"{d.kind}:{vm}", None)
+        due.pop(f"{d.kind}:{vm}", None)
+        if d.carry:
+            carry.pop(f"{d.kind}:{vm}", None)
     for d in DEADLINES:
         field = d.rearm.get(recorded.type)
         if field is None or to not in d.states:

@@ -10,6 +10,10 @@ _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 class Lease:
@@ -26,6 +30,7 @@ class Lease:
         self.holder = holder
         self.ttl_ms = ttl_ms
         self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
 
     async def hold(self, key: str) -> bool:
         """Renew the lease at ``key`` if we hold it, else try to take it; True if we hold it now."""
@@ -34,6 +39,5 @@ class Lease:
         return bool(await self.redis.set(key, self.holder, nx=True, px=self.ttl_ms))
 
     async def release(self, key: str) -> None:
-        """Give the lease up at once if we hold it."""
-        if await self.redis.get(key) == self.holder.encode():
-            await self.redis.delete(key)
+        """Give the lease up at once if we hold it (compare-and-delete, so never someone else's)."""
+        await self._release(keys=[key], args=[self.holder])

@@ -147,12 +147,15 @@ class ProjectionRunner:
         checkpoint = text(await self.redis.get(self.checkpoint_key(projection, pool))) or "0-0"
         await self.redis.xgroup_setid(self.keys.stream(pool), self.group(projection), id=checkpoint)
 
-    async def apply(self, projection: Projection, pool: str, records: Sequence[Recorded]) -> bool:
-        """Fold ``records`` into the read model and move the checkpoint to the last one, atomically.
+    async def apply(
+        self, projection: Projection, pool: str, records: Sequence[Recorded], *, holder: str | None = None
+    ) -> bool:
+        """Fold ``records`` into the read model and move the checkpoint to the last one, atomically,
+        if ``holder`` (default: this runner) holds the (projection, stream) lease.
 
         Returns:
-            False if the batch overlapped the checkpoint and nothing was applied (the caller
-            rewinds); True otherwise (including a pure redelivery, a no-op).
+            False if nothing was applied because the batch overlapped the checkpoint or the lease is
+            not ours (the caller rewinds or stops); True otherwise (a pure redelivery is a no-op).
         """
         checkpoint = text(await self.redis.get(self.checkpoint_key(projection, pool)))
         if checkpoint:  # fold only what the read model has not seen (a batch may overlap it)
@@ -163,9 +166,11 @@ class ProjectionRunner:
         tx = Tx(self.redis)
         await projection.apply(self.keys, pool, records, tx)
         result = await self._apply(
-            keys=[self.checkpoint_key(projection, pool)],
-            args=[records[0].position, records[-1].position, *tx.finish()],
+            keys=[self.checkpoint_key(projection, pool), self.keys.lease(pool, self.group(projection))],
+            args=[holder or self.consumer, records[0].position, records[-1].position, *tx.finish()],
         )
+        if int(result) == -2:
+            self._held[projection.name].discard(pool)
         return int(result) >= 0
 
     async def catch_up(self) -> int:
@@ -212,20 +217,22 @@ class ProjectionRunner:
         for projection in self.projections:
             for pool in self.pools:
                 lease = self.keys.lease(pool, self.group(projection))
-                await self.redis.set(lease, f"rebuild:{self.consumer}", px=600_000)
+                holder = f"rebuild:{self.consumer}"
+                await self.redis.set(lease, holder, px=600_000)  # from now on only we may write
                 self._held[projection.name].discard(pool)
                 try:
-                    total += await self._refold(projection, pool)
+                    total += await self._refold(projection, pool, holder)
                 finally:
-                    await self.redis.delete(lease)
+                    await Lease(self.redis, holder, 0).release(lease)
         return total
 
-    async def _refold(self, projection: Projection, pool: str) -> int:
+    async def _refold(self, projection: Projection, pool: str, holder: str) -> int:
         await self.drop(projection, pool)
         total, start = 0, "-"
         while entries := await xrange(self.redis, self.keys.stream(pool), min=start, count=self.batch):
             records = [decode_entry(pool, pos, f) for pos, f in entries]
-            await self.apply(projection, pool, records)
+            if not await self.apply(projection, pool, records, holder=holder):
+                raise RuntimeError(f"lost the lease of {projection.name} on {pool} during the rebuild")
             total += len(records)
             start = "(" + records[-1].position
         return total
