@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Pools of ready VMs for CI. With no command: API, manager, workers and projectors in one process.",
     )
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("api", parents=[common, serve], help="serve the HTTP API and dashboard only")
+    sub.add_parser("api", parents=[common, serve], help="serve the HTTP API only")
     sub.add_parser("manager", parents=[common], help="run the pool manager, workers and projectors only")
     events = sub.add_parser("events", parents=[common], help="print events from the log (an audit)")
     which = events.add_mutually_exclusive_group()
@@ -179,7 +179,7 @@ async def _serve(
         assert listener is not None
         tasks.append(asyncio.create_task(server.serve(sockets=[listener])))
         log.info(
-            "API on http://%s:%d/api/v3 (dashboard /dashboard/, OpenAPI /schema/openapi.json)",
+            "API on http://%s:%d/api/v3 (OpenAPI at /schema/openapi.json)",
             args.host,
             args.port,
         )
