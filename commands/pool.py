@@ -96,9 +96,12 @@ class PoolCommands:
         )
         self._used(pool, made)
         if short:
-            await self._reserve(pool, int(short))
+            short = int(short)
+            spare_names = self._spare.setdefault(pool, [])
+            if len(spare_names) < short:
+                await self._reserve(pool, short - len(spare_names))
             _, made, _ = await self._scripts["append"](
-                keys=[self.keys.base(pool)], args=[*self._head(meta), 0, *self._spare[pool]]
+                keys=[self.keys.base(pool)], args=[*self._head(meta), 0, *self._spare[pool][:short]]
             )
             self._used(pool, made)
         return result

@@ -9,6 +9,7 @@ import msgspec
 import events as ev
 from events import Keys, Recorded
 from events.lifecycle import SAME, TERMINAL, TRANSITIONS
+from events.streams import text
 
 from ._tx import Tx
 from .views import PoolStatusView
@@ -17,7 +18,11 @@ __all__ = ["PoolStatus"]
 
 
 class PoolStatus:
-    """Keeps ``<rm:status>`` (the view) and ``<rm:status>:of`` (VM → state, to move counts)."""
+    """Keeps ``<rm:status>`` (the view) and ``<rm:status>:of`` (hash VM → state, to move counts).
+
+    The per-VM states are a hash, not part of the view, so a batch costs O(VMs in the batch), not
+    O(VMs in the pool).
+    """
 
     name = "status"
 
@@ -26,11 +31,14 @@ class PoolStatus:
 
     async def apply(self, keys: Keys, pool: str, batch: Sequence[Recorded], tx: Tx) -> None:
         key = keys.read_model(pool, self.name)
-        states_key = f"{key}:of"
+        of_key = f"{key}:of"
         view = await tx.get_json(key, PoolStatusView) or PoolStatusView(pool=pool)
         view = msgspec.structs.replace(view, counts=dict(view.counts))
-        of = await tx.get_json(states_key, dict[str, str]) or {}
-        of = dict(of)
+        vms = sorted({r.vm for r in batch if r.vm})
+        known: dict[str, str] = {}
+        if vms:
+            states = await tx.redis.hmget(of_key, vms)
+            known = {vm: text(s) for vm, s in zip(vms, states, strict=True)}
         for r in batch:
             e = r.event
             if isinstance(e, ev.PoolConfigured):
@@ -42,13 +50,16 @@ class PoolStatus:
             rule = TRANSITIONS.get(r.type)
             if rule is None or rule.target == SAME or not r.vm:
                 continue
-            old = of.pop(r.vm, "")
+            old = known.get(r.vm, "")
             if old:
                 view.counts[old] = view.counts.get(old, 0) - 1
                 if view.counts[old] == 0:
                     del view.counts[old]
-            if rule.target not in TERMINAL:
-                of[r.vm] = rule.target
+            if rule.target in TERMINAL:
+                known[r.vm] = ""
+                tx.op("HDEL", of_key, r.vm)
+            else:
+                known[r.vm] = rule.target
                 view.counts[rule.target] = view.counts.get(rule.target, 0) + 1
+                tx.op("HSET", of_key, r.vm, rule.target)
         tx.put_json(key, view)
-        tx.put_json(states_key, dict(sorted(of.items())))

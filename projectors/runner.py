@@ -120,13 +120,16 @@ class ProjectionRunner:
         )
         applied = 0
         for stream, entries in reply:
-            applied += await self._apply_batch(projection, pool_of_stream(stream), entries)
+            try:
+                applied += await self._apply_batch(projection, pool_of_stream(stream), entries)
+            except Exception:  # this pool's batch was rewound; the other pools' batches go on
+                log.exception("projection %s failed on %s; it will be read again", projection.name, stream)
         return applied
 
     async def _apply_batch(self, projection: Projection, pool: str, entries: list[Entry]) -> int:
-        records = [decode_entry(pool, pos, fields) for pos, fields in entries if fields]
         stream, group = self.keys.stream(pool), self.group(projection)
         try:
+            records = [decode_entry(pool, pos, fields) for pos, fields in entries if fields]
             applied = await self.apply(projection, pool, records) if records else True
         except Exception:
             await self._rewind(projection, pool)  # nothing was applied: read the batch again

@@ -120,7 +120,7 @@ async def _events(service: Service, args: argparse.Namespace) -> int:
             if (since is None or r.at >= since) and (until is None or r.at <= until):
                 print(format_event(r, args.json), flush=True)
         return 0
-    pools = [args.pool] if args.pool else await audit.pools()
+    pools = [args.pool] if args.pool else sorted({*await audit.pools(), *service.pools})
     if args.pool and args.pool not in await audit.pools():
         print(f"vmpooler: no events for pool {args.pool!r}", file=sys.stderr)
         return 1
