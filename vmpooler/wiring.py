@@ -31,6 +31,7 @@ from commands.worker import Worker
 from events import Keys, PoolConfigured
 from projectors import ALL_PROJECTIONS, ProjectionRunner, ReadModels
 from providers.dummy import DummyProvider
+from providers.vsphere import VsphereProvider
 from web.app import ApiDeps, create_app
 
 from .redis_server import RedisServer
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 PROVIDER_CLASSES: dict[str, Callable[[ProviderSettings, aioredis.Redis, str], Provider]] = {
     "dummy": lambda p, redis, prefix: DummyProvider(p.name, redis, prefix=prefix, options=p.options),
+    "vsphere": lambda p, redis, prefix: VsphereProvider(p.name, p.options),
 }
 
 

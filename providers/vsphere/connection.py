@@ -1,0 +1,190 @@
+"""A small blocking pool of pyvmomi sessions to one vCenter, with reconnect on session expiry.
+
+Used only from the provider's worker threads. Sessions are opened lazily up to ``size``; a checkout waits
+at most ``timeout`` seconds for a free one. A session that has expired (``NotAuthenticated``, or no current
+session after an idle spell) is replaced by a fresh login.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pyVim import connect
+from pyVmomi import vim, vmodl
+
+from commands.provider import ProviderError
+
+_connect: Any = connect  # untyped in pyvmomi
+
+__all__ = ["ConnectionPool", "Credentials", "provider_error", "wait_task"]
+
+T = TypeVar("T")
+
+IDLE_CHECK_SECONDS = 300.0
+"""A session idle longer than this is checked (``currentSession``) before use."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Where and how to log in (the provider's ``server``, ``port``, ``username``, ``password``, ``insecure``)."""
+
+    server: str
+    username: str
+    password: str
+    port: int = 443
+    insecure: bool = False
+
+
+def provider_error(exc: BaseException) -> ProviderError:
+    """Translate a pyvmomi or socket error into a :class:`ProviderError` (permanent for bad credentials)."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, vim.fault.InvalidLogin):
+        return ProviderError(f"vSphere login failed: {getattr(exc, 'msg', '')}", permanent=True)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ProviderError(f"vSphere TLS certificate rejected (set insecure to skip checks): {exc}",
+                             permanent=True)
+    if isinstance(exc, vmodl.MethodFault):
+        return ProviderError(f"vSphere fault {type(exc).__name__}: {getattr(exc, 'msg', '')}")
+    return ProviderError(f"vSphere call failed: {type(exc).__name__}: {exc}")
+
+
+class _Session:
+    def __init__(self, si: vim.ServiceInstance) -> None:
+        self.si = si
+        self.used_at = time.monotonic()
+
+
+class ConnectionPool:
+    """Up to ``size`` logged-in sessions; :meth:`run` lends one to a blocking function."""
+
+    def __init__(self, creds: Credentials, *, size: int, timeout: float) -> None:
+        if size < 1:
+            raise ValueError(f"connection_pool_size must be at least 1, got {size}")
+        self.creds = creds
+        self.size = size
+        self.timeout = timeout
+        self._idle: queue.LifoQueue[_Session] = queue.LifoQueue()
+        self._lock = threading.Lock()
+        self._open = 0
+        self._closed = False
+
+    def _login(self) -> _Session:
+        c = self.creds
+        context = ssl.create_default_context()  # explicit: pyvmomi skips verification for localhost otherwise
+        if c.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        try:
+            si = _connect.SmartConnect(host=c.server, port=c.port, user=c.username, pwd=c.password,
+                                       sslContext=context)
+        except Exception as exc:
+            raise provider_error(exc) from exc
+        return _Session(si)
+
+    def _checkout(self) -> _Session:
+        if self._closed:
+            raise ProviderError("vSphere provider is closed", permanent=True)
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            grow = self._open < self.size
+            if grow:
+                self._open += 1
+        if grow:
+            try:
+                return self._login()
+            except BaseException:
+                with self._lock:
+                    self._open -= 1
+                raise
+        try:
+            return self._idle.get(timeout=self.timeout)
+        except queue.Empty:
+            raise ProviderError(f"no vSphere connection free within {self.timeout} s "
+                                f"(connection_pool_size {self.size})") from None
+
+    def _checkin(self, session: _Session | None) -> None:
+        if session is None or self._closed:
+            with self._lock:
+                self._open -= 1
+            if session is not None:
+                _logout(session)
+            return
+        session.used_at = time.monotonic()
+        self._idle.put(session)
+
+    def _fresh(self, session: _Session) -> _Session:
+        """Return ``session`` if still logged in after a long idle spell, else a new login."""
+        if time.monotonic() - session.used_at < IDLE_CHECK_SECONDS:
+            return session
+        try:
+            manager: Any = session.si.content.sessionManager
+            if manager.currentSession is not None:
+                return session
+        except Exception:
+            pass
+        _logout(session)
+        return self._login()
+
+    def run(self, fn: Callable[[vim.ServiceInstance], T]) -> T:
+        """Call ``fn(service_instance)`` on a pooled session; retry once on a fresh login if it expired.
+
+        Raises:
+            ProviderError: for any vSphere or connection failure (permanent for bad credentials).
+        """
+        session: _Session | None = self._checkout()
+        try:
+            assert session is not None
+            stale, session = session, None
+            session = self._fresh(stale)
+            try:
+                return fn(session.si)
+            except vim.fault.NotAuthenticated:
+                _logout(session)
+                session = None
+                session = self._login()
+                return fn(session.si)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise provider_error(exc) from exc
+        finally:
+            self._checkin(session)
+
+    def close(self) -> None:
+        """Log out every idle session; sessions in use are logged out when returned."""
+        self._closed = True
+        while True:
+            try:
+                session = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            with self._lock:
+                self._open -= 1
+            _logout(session)
+
+
+def _logout(session: _Session) -> None:
+    with contextlib.suppress(Exception):  # already gone: nothing to release
+        _connect.Disconnect(session.si)
+
+
+def wait_task(task: Any, *, poll: float = 0.05) -> Any:
+    """Block until a vSphere task finishes; return its result or raise its fault."""
+    while True:
+        info = task.info
+        if info.state == vim.TaskInfo.State.success:
+            return info.result
+        if info.state == vim.TaskInfo.State.error:
+            raise info.error
+        time.sleep(poll)

@@ -1,0 +1,265 @@
+"""Blocking pyvmomi operations behind :class:`providers.vsphere.VsphereProvider` (run on worker threads).
+
+Paths follow vmpooler: a pool's ``template`` and ``folder`` are inventory paths relative to the datacenter's
+VM folder (``templates/debian-12``, ``vmpooler/debian-12``). VMs are found by inventory path, never through
+a container view, so lookups cost one call and see only the pool's folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyVmomi import vim, vmodl
+
+from commands.provider import ProviderError, VmInfo
+from providers.vsphere.connection import wait_task
+
+_vim: Any = vim  # data-object constructors are untyped in the pyvmomi stubs
+_UNUSABLE_IP_PREFIXES = ("0.", "169.254.")  # unset or link-local: the guest has no real address yet
+
+__all__ = ["Placement", "Target", "VmOps", "clean_path", "port_open"]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where clones go: pool options ``datacenter``, ``folder``, ``datastore``, ``pool`` and the clone target."""
+
+    datacenter: str
+    folder: str
+    template: str = ""
+    datastore: str = ""
+    resource_pool: str = ""
+    clone_target: str = ""
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A VM in a pool folder."""
+
+    placement: Placement
+    vm: str
+
+
+def clean_path(path: str) -> str:
+    return "/".join(part for part in path.split("/") if part)
+
+
+class VmOps:
+    """pyvmomi calls on one logged-in ``ServiceInstance``."""
+
+    def __init__(self, si: vim.ServiceInstance) -> None:
+        self.si = si
+        self.content: Any = si.RetrieveContent()
+
+    # lookups ------------------------------------------------------------------------------------------------
+
+    def datacenter(self, name: str) -> Any:
+        if name:
+            found = self.content.searchIndex.FindByInventoryPath(clean_path(name))
+            if not isinstance(found, vim.Datacenter):
+                raise ProviderError(f"datacenter {name!r} not found", permanent=True)
+            return found
+        for child in self.content.rootFolder.childEntity:
+            if isinstance(child, vim.Datacenter):
+                return child
+        raise ProviderError("no datacenter in this vCenter", permanent=True)
+
+    def _dc_path(self, dc: Any) -> str:
+        parts = [dc.name]
+        parent = dc.parent
+        while parent is not None and parent != self.content.rootFolder:
+            parts.insert(0, parent.name)
+            parent = parent.parent
+        return "/".join(parts)
+
+    def by_path(self, dc: Any, kind: str, path: str) -> Any:
+        return self.content.searchIndex.FindByInventoryPath(f"{self._dc_path(dc)}/{kind}/{clean_path(path)}")
+
+    def find_vm(self, t: Target) -> Any:
+        dc = self.datacenter(t.placement.datacenter)
+        found = self.by_path(dc, "vm", f"{t.placement.folder}/{t.vm}")
+        return found if isinstance(found, vim.VirtualMachine) else None
+
+    def require_vm(self, t: Target) -> Any:
+        vm = self.find_vm(t)
+        if vm is None:
+            raise ProviderError(f"VM {t.vm} not found in folder {t.placement.folder!r}")
+        return vm
+
+    def info(self, vm: Any, template: str) -> VmInfo:
+        summary = vm.summary
+        runtime = summary.runtime
+        guest = summary.guest
+        ip = (guest.ipAddress if guest else "") or ""
+        return VmInfo(name=vm.name, hostname=(guest.hostName if guest else "") or "",
+                      ip="" if ip.startswith(_UNUSABLE_IP_PREFIXES) else ip,
+                      host=runtime.host.name if runtime.host is not None else "",
+                      powered_on=runtime.powerState == vim.VirtualMachine.PowerState.poweredOn,
+                      template=template)
+
+    def list_vms(self, p: Placement) -> list[str]:
+        folder = self.by_path(self.datacenter(p.datacenter), "vm", p.folder)
+        if not isinstance(folder, vim.Folder):
+            return []
+        return [child.name for child in folder.childEntity if isinstance(child, vim.VirtualMachine)]
+
+    # create -------------------------------------------------------------------------------------------------
+
+    def ensure_folder(self, dc: Any, path: str) -> Any:
+        folder = dc.vmFolder
+        for part in clean_path(path).split("/"):
+            child = next((c for c in folder.childEntity if isinstance(c, vim.Folder) and c.name == part), None)
+            if child is None:
+                try:
+                    child = folder.CreateFolder(part)
+                except vim.fault.DuplicateName:  # another worker made it first
+                    child = next(c for c in folder.childEntity if isinstance(c, vim.Folder) and c.name == part)
+            folder = child
+        return folder
+
+    def _resource_pool(self, dc: Any, p: Placement) -> Any:
+        if p.resource_pool:
+            found = self.by_path(dc, "host", p.resource_pool)
+            if isinstance(found, vim.ResourcePool):
+                return found
+            if isinstance(found, vim.ComputeResource):
+                return found.resourcePool
+            raise ProviderError(f"resource pool {p.resource_pool!r} not found", permanent=True)
+        if p.clone_target:
+            found = self.by_path(dc, "host", p.clone_target)
+            if not isinstance(found, vim.ComputeResource):
+                raise ProviderError(f"clone target {p.clone_target!r} not found", permanent=True)
+            return found.resourcePool
+        for child in dc.hostFolder.childEntity:
+            if isinstance(child, vim.ComputeResource):
+                return child.resourcePool
+        raise ProviderError("no compute resource in the datacenter", permanent=True)
+
+    def _datastore(self, dc: Any, name: str) -> Any:
+        if not name:
+            return None
+        for ds in dc.datastore:
+            if ds.name == name:
+                return ds
+        raise ProviderError(f"datastore {name!r} not found", permanent=True)
+
+    def create(self, t: Target) -> Any:
+        """Clone the template into the pool folder (adopting an existing VM), then power it on."""
+        p = t.placement
+        dc = self.datacenter(p.datacenter)
+        existing = self.find_vm(t)
+        if existing is not None:
+            return existing
+        template = self.by_path(dc, "vm", p.template) if p.template else None
+        if not isinstance(template, vim.VirtualMachine):
+            raise ProviderError(f"template {p.template!r} not found", permanent=True)
+        location = _vim.vm.RelocateSpec(pool=self._resource_pool(dc, p))
+        datastore = self._datastore(dc, p.datastore)
+        if datastore is not None:
+            location.datastore = datastore
+        extra = {**p.extra_config, "guestinfo.hostname": t.vm}
+        annotation = json.dumps({"created_by": "vmpooler", "base_template": p.template,
+                                 "creation_timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        config = _vim.vm.ConfigSpec(annotation=annotation, extraConfig=[
+            _vim.option.OptionValue(key=key, value=value) for key, value in extra.items()])
+        spec = _vim.vm.CloneSpec(location=location, config=config, powerOn=False, template=False)
+        folder = self.ensure_folder(dc, p.folder)
+        try:
+            vm = wait_task(template.CloneVM_Task(folder=folder, name=t.vm, spec=spec))
+        except vim.fault.DuplicateName:
+            vm = self.require_vm(t)
+        self.power_on(vm)
+        return vm
+
+    def power_on(self, vm: Any) -> None:
+        if vm.runtime.powerState == vim.VirtualMachine.PowerState.poweredOn:
+            return
+        with contextlib.suppress(vim.fault.InvalidPowerState):
+            wait_task(vm.PowerOnVM_Task())
+
+    # other operations ---------------------------------------------------------------------------------------
+
+    def destroy(self, t: Target) -> None:
+        vm = self.find_vm(t)
+        if vm is None:
+            return
+        try:
+            if vm.runtime.powerState != vim.VirtualMachine.PowerState.poweredOff:
+                with contextlib.suppress(vim.fault.InvalidPowerState):
+                    wait_task(vm.PowerOffVM_Task())
+            wait_task(vm.Destroy_Task())
+        except vmodl.fault.ManagedObjectNotFound:  # deleted under us: the goal is reached
+            return
+
+    def ready_ip(self, t: Target) -> str | None:
+        """The guest IP of a powered-on VM, or ``None`` while it is missing, off or has no IP yet."""
+        vm = self.find_vm(t)
+        if vm is None:
+            return None
+        info = self.info(vm, "")
+        return info.ip if info.powered_on and info.ip else None
+
+    def add_disk(self, t: Target, size_gb: int) -> None:
+        if size_gb <= 0:
+            raise ProviderError(f"disk size must be positive, got {size_gb} GB", permanent=True)
+        vm = self.require_vm(t)
+        devices = vm.config.hardware.device
+        controller = next((d for d in devices if isinstance(d, vim.vm.device.VirtualSCSIController)), None)
+        if controller is None:
+            raise ProviderError(f"VM {t.vm} has no SCSI controller", permanent=True)
+        used = {d.unitNumber for d in devices if getattr(d, "controllerKey", None) == controller.key}
+        used.add(7)  # the controller's own unit
+        unit = next(u for u in range(16) if u not in used)
+        disk = _vim.vm.device.VirtualDisk(
+            key=-101, controllerKey=controller.key, unitNumber=unit, capacityInKB=size_gb * 1024 * 1024,
+            backing=_vim.vm.device.VirtualDisk.FlatVer2BackingInfo(diskMode="persistent", thinProvisioned=True,
+                                                                  fileName=""))
+        change = _vim.vm.device.VirtualDeviceSpec(
+            operation=vim.vm.device.VirtualDeviceSpec.Operation.add,
+            fileOperation=vim.vm.device.VirtualDeviceSpec.FileOperation.create, device=disk)
+        wait_task(vm.ReconfigVM_Task(spec=_vim.vm.ConfigSpec(deviceChange=[change])))
+
+    def snapshot(self, t: Target, name: str) -> None:
+        vm = self.require_vm(t)
+        if vm.snapshot is not None and _find_snapshot(vm.snapshot.rootSnapshotList, name) is not None:
+            raise ProviderError(f"snapshot {name!r} of VM {t.vm} already exists", permanent=True)
+        memory = vm.runtime.powerState == vim.VirtualMachine.PowerState.poweredOn
+        wait_task(vm.CreateSnapshot_Task(name=name, description="vmpooler", memory=memory, quiesce=False))
+
+    def revert(self, t: Target, name: str) -> None:
+        vm = self.require_vm(t)
+        tree = vm.snapshot.rootSnapshotList if vm.snapshot is not None else []
+        found = _find_snapshot(tree, name)
+        if found is None:
+            raise ProviderError(f"snapshot {name!r} of VM {t.vm} not found", permanent=True)
+        wait_task(found.snapshot.RevertToSnapshot_Task())
+
+    def host_of(self, t: Target) -> str:
+        vm = self.require_vm(t)
+        host = vm.runtime.host
+        return str(host.name) if host is not None else ""
+
+
+def port_open(ip: str, port: int, timeout: float) -> bool:
+    """Whether a TCP connection to ``ip:port`` succeeds within ``timeout`` seconds."""
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _find_snapshot(tree: Any, name: str) -> Any:
+    for node in tree or []:
+        if node.name == name:
+            return node
+        found = _find_snapshot(node.childSnapshotList, name)
+        if found is not None:
+            return found
+    return None
