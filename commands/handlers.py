@@ -7,6 +7,7 @@ twice; the VM name was decided in the event, so a retried clone adopts what the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -49,6 +50,7 @@ class Handlers:
         worker: this worker's name (recorded in events).
         poll: readiness polling interval bounds in seconds (first, maximum).
         migrate: whether to ask the provider to migrate VMs at checkout (vmpooler's migration_limit).
+        provider_calls: clone, destroy and task calls in flight at once (vmpooler's task_limit).
     """
 
     def __init__(
@@ -59,14 +61,23 @@ class Handlers:
         worker: str,
         poll: tuple[float, float] = (0.05, 2.0),
         migrate: bool = False,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        provider_calls: int = 10,
     ) -> None:
         self.commands = commands
         self.targets = targets
         self.worker = worker
         self.poll = poll
         self.migrate = migrate
-        self.sleep = sleep
+        # Clones, destroys and tasks hold one of these while they call the provider (vmpooler's
+        # task_limit); readiness polling does not, so VMs that boot slowly never starve clones.
+        self.slots = asyncio.Semaphore(provider_calls)
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Make long handlers (readiness polling) return soon; their entries stay pending for the
+        next delivery. Cancellation alone is not enough: a cancel that lands inside a Redis call can
+        be absorbed by the client's retry logic."""
+        self._stopping.set()
 
     def wants(self, event_type: str) -> bool:
         return (
@@ -120,8 +131,9 @@ class Handlers:
         started = time.monotonic()
         try:
             # create_vm adopts (and finishes) a VM of that name that an earlier attempt left behind
-            adopted = await provider.get_vm(target, vm) is not None
-            info = await provider.create_vm(target, vm)
+            async with self.slots:
+                adopted = await provider.get_vm(target, vm) is not None
+                info = await provider.create_vm(target, vm)
         except Exception as exc:  # any provider failure fails this clone; the pool refills
             permanent = isinstance(exc, ProviderError) and exc.permanent
             failed = ev.VmCloneFailed(
@@ -144,7 +156,7 @@ class Handlers:
     ) -> None:
         provider, target = self.targets(pool)
         delay = self.poll[0]
-        while await self._state(pool, vm) == "booting":
+        while not self._stopping.is_set() and await self._state(pool, vm) == "booting":
             try:
                 ready = await provider.vm_ready(target, vm)
             except Exception as exc:  # not ready yet; the boot timeout decides when to give up
@@ -154,8 +166,11 @@ class Handlers:
                 boot = clone_seconds + max(0, self.commands.clock() - cloned_at) / 1000
                 await self._append(pool, vm, ev.VmReady(boot_seconds=round(boot, 3)), meta)
                 return
-            await self.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
             delay = min(self.poll[1], delay * 2)
+        if self._stopping.is_set():
+            raise asyncio.CancelledError  # not done: leave the entry pending for another delivery
 
     async def _destroy(self, pool: str, vm: str, attempt: int, redelivered: bool, meta: Meta) -> None:
         state = await self._state(pool, vm)
@@ -167,7 +182,8 @@ class Handlers:
         provider, target = self.targets(pool)
         started = time.monotonic()
         try:
-            await provider.destroy_vm(target, vm)
+            async with self.slots:
+                await provider.destroy_vm(target, vm)
         except Exception as exc:
             failed = ev.VmDestroyFailed(
                 error=str(exc) or type(exc).__name__, attempt=attempt, retry_in=destroy_backoff(attempt)
@@ -187,7 +203,8 @@ class Handlers:
     ) -> None:
         provider, target = self.targets(pool)
         try:
-            result = await call(provider, target)
+            async with self.slots:
+                result = await call(provider, target)
         except Exception as exc:
             failed = ev.VmTaskFailed(task=task, error=str(exc) or type(exc).__name__)
             await self._append(pool, vm, failed, meta)

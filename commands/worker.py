@@ -186,6 +186,7 @@ class Worker:
             except Exception:
                 log.exception("worker step failed; retrying")
                 await asyncio.sleep(1)
+        self.handlers.stop()
         for task in list(self._inflight.values()):
             task.cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)

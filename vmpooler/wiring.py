@@ -189,7 +189,11 @@ class Service:
     def worker(self) -> Worker:
         config = self.settings.config
         handlers = Handlers(
-            self.commands, self.targets, worker=self.name, migrate=bool(config.migration_limit)
+            self.commands,
+            self.targets,
+            worker=self.name,
+            migrate=bool(config.migration_limit),
+            provider_calls=max(1, config.task_limit),
         )
         return Worker(
             self.redis.client,
@@ -197,7 +201,9 @@ class Service:
             handlers,
             self.pools,
             consumer=self.name,
-            concurrency=max(1, config.task_limit),
+            # entries in flight: clones and destroys (bounded by task_limit inside the handlers) plus
+            # VMs being polled while they boot, which cost no provider slot
+            concurrency=max(1, config.task_limit) * 4 + 50,
             reclaim_idle_ms=config.reclaim_idle_seconds * 1000,
             max_deliveries=config.max_deliveries,
         )
