@@ -76,7 +76,7 @@ class PoolCommands:
             for name in candidates:
                 pipe.hsetnx(self.keys.names(), name, pool)
             won = await pipe.execute()
-        self._spare.setdefault(pool, []).extend(n for n, ok in zip(candidates, won, strict=True) if ok)
+        self._spare.setdefault(pool, []).extend(name for name, ok in zip(candidates, won, strict=True) if ok)
 
     def _used(self, pool: str, made: Sequence[bytes]) -> None:
         if made:
