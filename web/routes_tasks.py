@@ -1,0 +1,82 @@
+"""``/api/v3/vm/<hostname>/disk|snapshot``: ask for a disk, a snapshot or a revert (vmpooler §1.2).
+
+The API only appends the request event; the worker performs it through the provider and appends
+the outcome (``VmDiskAdded``, ``VmSnapshotTaken``, ``VmReverted`` or ``VmTaskFailed``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+from litestar import Response, post
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
+
+from commands.errors import NotFound, Refused
+from commands.pool import Meta
+from events import Event, VmDiskRequested, VmRevertRequested, VmSnapshotRequested
+from web._deps import Services
+from web._json import OK, json_response
+from web.errors import check
+from web.routes_vm import PREFIX, docs
+from web.validation import shorten_hostname, validate_disk_size, validate_hostname
+
+__all__ = ["snapshot_name", "task_routes"]
+
+_ALPHABET = string.ascii_lowercase + string.digits
+_FIRST = string.ascii_lowercase[:25]  # vmpooler: o[rand(25)], so a..y
+
+
+def snapshot_name() -> str:
+    """A new snapshot name in vmpooler's token alphabet: 32 chars of ``[a-z0-9]``, the first ``a``-``y``."""
+    return secrets.choice(_FIRST) + "".join(secrets.choice(_ALPHABET) for _ in range(31))
+
+
+def task_routes(s: Services) -> list[HTTPRouteHandler]:
+    """The disk and snapshot endpoints, closed over the services built once by ``create_app``."""
+    deps = s.deps
+
+    async def request(pool: str, vm: str, event: Event) -> None:
+        try:
+            await deps.commands.append(pool, [(vm, event)], Meta("api", deps.new_id()))
+        except Refused as exc:
+            # vmpooler queues the task whatever the VM's state (it fails later); we refuse at once.
+            raise NotFound(f"VM {vm!r} is {exc.state or 'gone'}") from None
+
+    @post(f"{PREFIX}/vm/{{hostname:str}}/disk/{{size:str}}", summary="Add a disk to a VM", status_code=202,
+          responses=docs(s202='{"ok": true, "<vm>": {"disk": "+<size>gb"}}',
+                         s400='{"ok": false, "error": "<why>"}: malformed hostname or size (1..2048)',
+                         s404='{"ok": false}: no such VM, or it is not booting, ready or running'))
+    async def add_disk(hostname: FromPath[str], size: FromPath[str]) -> Response[bytes]:
+        # Auth seam: with settings.auth set a valid X-AUTH-TOKEN is required (401), before anything else.
+        vm = shorten_hostname(check(validate_hostname(hostname)))
+        gb = check(validate_disk_size(size))
+        await request(await s.vm_ops.locate(vm), vm, VmDiskRequested(size_gb=gb))
+        return json_response({"ok": True, vm: {"disk": f"+{gb}gb"}}, 202)
+
+    @post(f"{PREFIX}/vm/{{hostname:str}}/snapshot", summary="Snapshot a VM", status_code=202,
+          responses=docs(s202='{"ok": true, "<vm>": {"snapshot": "<name>"}}',
+                         s404='{"ok": false}: no such VM, or it is not booting, ready or running'))
+    async def take_snapshot(hostname: FromPath[str]) -> Response[bytes]:
+        # Auth seam: with settings.auth set a valid X-AUTH-TOKEN is required (401), before anything else.
+        vm = shorten_hostname(hostname)  # vmpooler does not validate hostnames here; unknown ones are 404
+        pool = await s.vm_ops.locate(vm)
+        name = snapshot_name()
+        await request(pool, vm, VmSnapshotRequested(name=name))
+        return json_response({"ok": True, vm: {"snapshot": name}}, 202)
+
+    @post(f"{PREFIX}/vm/{{hostname:str}}/snapshot/{{snapshot:str}}", summary="Revert a VM to a snapshot",
+          status_code=202,
+          responses=docs(s202='{"ok": true}',
+                         s404='{"ok": false}: no such VM or snapshot, or the VM is not booting, ready or running'))
+    async def revert_snapshot(hostname: FromPath[str], snapshot: FromPath[str]) -> Response[bytes]:
+        # Auth seam: with settings.auth set a valid X-AUTH-TOKEN is required (401), before anything else.
+        vm = shorten_hostname(hostname)
+        view = await deps.reads.vm(vm) if vm else None
+        if view is None or snapshot not in view.snapshots:
+            raise NotFound(f"VM {vm!r} has no snapshot {snapshot!r}")
+        await request(view.pool, vm, VmRevertRequested(name=snapshot))
+        return json_response(OK, 202)
+
+    return [add_disk, take_snapshot, revert_snapshot]
