@@ -21,6 +21,7 @@ from events.streams import text
 from .errors import Refused
 from .handlers import Targets
 from .pool import Meta, PoolCommands
+from .pool_config import effective_settings, startup_plan, yaml_baseline
 from .provider import PoolTarget, Provider
 
 __all__ = ["Manager"]
@@ -76,11 +77,18 @@ class Manager:
         return list(self.settings)
 
     async def configure(self) -> None:
-        """Record each pool's configured settings (an event only when they changed); fill the pools."""
+        """Record each pool's configured settings (an event only when they changed); fill the pools.
+
+        API overrides survive: a setting the YAML gives as it did when last applied keeps its
+        current value (see :func:`startup_plan`).
+        """
         for pool, wanted in self.settings.items():
-            changed, trimmed = await self.commands.configure(pool, wanted, self.meta)
-            if changed:
-                log.info("pool %s configured: %s (%d excess VMs discarded)", pool, wanted, trimmed)
+            baseline = await yaml_baseline(self.commands, pool)
+            current = await effective_settings(self.commands, pool)
+            for settings in startup_plan(wanted, baseline, current):
+                changed, trimmed = await self.commands.configure(pool, settings, self.meta)
+                if changed:
+                    log.info("pool %s configured: %s (%d excess VMs discarded)", pool, settings, trimmed)
 
     async def _held(self) -> list[str]:
         """The pools this manager holds: at most its fair share (pools / live managers), renewed a

@@ -1,0 +1,185 @@
+"""vmpooler's experimental run-time configuration endpoints (reference §1.2 "Configuration endpoints",
+§2.4): pool size, template and clone target overrides, their undo, and pool reset.
+
+All are gated by ``config.experimental_features`` (405 ``{"ok": false}`` first). Where vmpooler
+crashes (invalid JSON, an alias in the body) these answer: 400 ``message`` and, for an alias,
+the override applies to every pool it names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from litestar import Request, Response, delete, post
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
+
+from commands.pool import Meta
+from commands.pool_config import PoolConfig
+from commands.settings import Settings
+from web._deps import Services
+from web._json import json_response, read_body
+from web.errors import check
+from web.routes_vm import PREFIX, docs
+from web.validation import parse_json_payload
+
+__all__ = ["config_routes"]
+
+_NOT_OK: dict[str, Any] = {"ok": False}
+_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
+_GATE = "; 405 `{\"ok\": false}` unless `experimental_features` is on"
+
+
+def _size(value: Any) -> int | None:
+    """Ruby's ``Integer(value)`` for the shapes JSON gives (decimal strings; no hex or octal)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        return int(value)
+    return None
+
+
+def _bad_template(value: Any) -> bool:
+    return not isinstance(value, str) or "/" not in value or value.startswith("/") or value.endswith("/")
+
+
+def _pools(settings: Settings, name: str) -> list[str]:
+    """The pools a requested name means: the pool itself, else every pool the alias names."""
+    if settings.pool(name) is not None:
+        return [name]
+    return list(settings.aliases().get(name, ()))
+
+
+def config_routes(s: Services) -> list[HTTPRouteHandler]:
+    """The override endpoints, over a :class:`PoolConfig` built once here."""
+    deps, settings = s.deps, s.deps.settings
+    service = PoolConfig(settings, deps.commands)
+
+    def gated() -> bool:
+        # Tokens: once auth exists, `need_token!` goes here (after the gate, as in vmpooler).
+        return not settings.config.experimental_features
+
+    async def payload(request: Request[Any, Any, Any]) -> dict[str, Any] | None:
+        return check(parse_json_payload(await read_body(request)))
+
+    def meta() -> Meta:
+        return Meta("api", deps.new_id())
+
+    async def apply(
+        body: dict[str, Any], invalid: list[str], key: str,
+        action: Callable[[str, Any, Meta], Awaitable[bool]],
+    ) -> Response[bytes]:
+        if invalid:
+            return json_response({"ok": False, key: invalid}, 400)
+        m, changed = meta(), False
+        for name, value in body.items():
+            for pool in _pools(settings, name):
+                changed = await action(pool, value, m) or changed
+        return json_response({"ok": True}, 201 if changed else 200)
+
+    @post(f"{PREFIX}/config/poolsize", summary="Override pool sizes", status_code=200,
+          description='Body `{"<pool>": "<size>"}`' + _GATE,
+          responses=docs(s200="unchanged", s201="changed", s400="`not_configured` or `message`"))
+    async def poolsize(request: Request[Any, Any, Any]) -> Response[bytes]:
+        if gated():
+            return json_response(_NOT_OK, 405)
+        body = await payload(request)
+        if body is None:
+            return json_response(_NOT_OK, 404)
+        invalid: list[str] = []
+        for name, value in body.items():
+            if not _pools(settings, name):
+                invalid.append(name)
+            size = _size(value)
+            if size is None or size < 0:
+                invalid.append(name)
+
+        async def set_size(pool: str, value: Any, m: Meta) -> bool:
+            return await service.set_size(pool, _size(value) or 0, m)
+
+        return await apply(body, invalid, "not_configured", set_size)
+
+    @post(f"{PREFIX}/config/pooltemplate", summary="Override pool templates (drains)", status_code=200,
+          description='Body `{"<pool>": "<template path>"}`' + _GATE,
+          responses=docs(s200="unchanged", s201="changed", s400="`bad_templates` or `message`"))
+    async def pooltemplate(request: Request[Any, Any, Any]) -> Response[bytes]:
+        if gated():
+            return json_response(_NOT_OK, 405)
+        body = await payload(request)
+        if body is None:
+            return json_response(_NOT_OK, 404)
+        invalid: list[str] = []
+        for name, value in body.items():
+            if not _pools(settings, name):
+                invalid.append(name)
+            if _bad_template(value):
+                invalid.append(name)
+        return await apply(body, invalid, "bad_templates", service.set_template)
+
+    @post(f"{PREFIX}/config/clonetarget", summary="Override clone targets (drains)", status_code=200,
+          description='Body `{"<pool>": "<cluster>"}`' + _GATE,
+          responses=docs(s200="unchanged", s201="changed", s400="`bad_templates` or `message`"))
+    async def clonetarget(request: Request[Any, Any, Any]) -> Response[bytes]:
+        if gated():
+            return json_response(_NOT_OK, 405)
+        body = await payload(request)
+        if body is None:
+            return json_response(_NOT_OK, 404)
+        invalid = [n for n, v in body.items() if not _pools(settings, n) or not isinstance(v, str)]
+        return await apply(body, invalid, "bad_templates", service.set_clone_target)
+
+    @post(f"{PREFIX}/poolreset", summary="Drain and refill pools", status_code=201,
+          description='Body `{"<pool>": "<anything>"}`' + _GATE,
+          responses=docs(s201='{"ok": true}', s400="`bad_pools` or `message`"))
+    async def poolreset(request: Request[Any, Any, Any]) -> Response[bytes]:
+        if gated():
+            return json_response(_NOT_OK, 405)
+        body = await payload(request)
+        if body is None:
+            return json_response(_NOT_OK, 404)
+        invalid = [n for n in body if not _pools(settings, n)]
+        if invalid:
+            return json_response({"ok": False, "bad_pools": invalid}, 400)
+        m = meta()
+        for name in body:
+            for pool in _pools(settings, name):
+                await service.reset(pool, m)
+        return json_response({"ok": True}, 201)
+
+    @delete(f"{PREFIX}/config/poolsize/{{pool:str}}", summary="Undo a pool size override", status_code=200,
+            description="Back to the configured size" + _GATE,
+            responses=docs(s200="unchanged", s201="restored", s404='{"ok": false}: unknown pool'))
+    async def undo_size(pool: FromPath[str]) -> Response[bytes]:
+        if gated():
+            return json_response(_NOT_OK, 405)
+        pools = _pools(settings, pool)
+        if not pools:
+            return json_response(_NOT_OK, 404)
+        changed, before, startup = await service.undo_size(pools[0], meta())
+        return json_response(
+            {"ok": True, "pool_size_before_reset": before, "pool_size_before_overrides": startup},
+            201 if changed else 200,
+        )
+
+    @delete(f"{PREFIX}/config/pooltemplate/{{pool:str}}", summary="Undo a pool template override",
+            status_code=200, description="Back to the configured template (drains)" + _GATE,
+            responses=docs(s200="unchanged", s201="restored", s404='{"ok": false}: unknown pool'))
+    async def undo_template(pool: FromPath[str]) -> Response[bytes]:
+        if gated():
+            return json_response(_NOT_OK, 405)
+        pools = _pools(settings, pool)
+        if not pools:
+            return json_response(_NOT_OK, 404)
+        changed, before, startup = await service.undo_template(pools[0], meta())
+        return json_response(
+            {"ok": True, "template_before_reset": before, "template_before_overrides": startup},
+            201 if changed else 200,
+        )
+
+    return [poolsize, pooltemplate, clonetarget, poolreset, undo_size, undo_template]
