@@ -11,16 +11,14 @@ from typing import cast
 
 import msgspec
 
-from events import PoolConfigured, decode_body
+from events import PoolConfigured
 from events.fold import CFG_FIELDS
-from events.streams import text, xrevrange
 
 from .pool import Meta, PoolCommands
 from .settings import Settings
 
 __all__ = ["PoolConfig", "effective_settings", "startup_plan", "startup_settings", "yaml_baseline"]
 
-_SCAN_BATCH = 500
 _CONFIGURED = PoolConfigured.__struct_config__.tag
 
 
@@ -55,17 +53,11 @@ async def effective_settings(commands: PoolCommands, pool: str) -> PoolConfigure
 
 async def yaml_baseline(commands: PoolCommands, pool: str) -> PoolConfigured | None:
     """The settings of the pool's last ``source="config"`` event (what the YAML said when last
-    applied), scanning its log backwards; ``None`` when there is none."""
-    stream, top = commands.keys.stream(pool), "+"
-    while entries := await xrevrange(commands.redis, stream, max=top, count=_SCAN_BATCH):
-        for _pos, fields in entries:
-            if text(fields.get(b"type")) != _CONFIGURED:
-                continue
-            event = decode_body(_CONFIGURED, int(fields.get(b"v", b"1")), fields[b"data"])
-            if isinstance(event, PoolConfigured) and event.source == "config":
-                return event
-        top = "(" + text(entries[-1][0])
-    return None
+    applied), kept in the decision state by ``apply``; ``None`` when there is none."""
+    raw = await commands.redis.hget(commands.keys.config(pool), "yaml")
+    if raw is None:
+        return None
+    return msgspec.json.decode(raw, type=PoolConfigured)
 
 
 def startup_plan(

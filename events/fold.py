@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from .codec import Recorded
+from .codec import Recorded, encode
 from .lifecycle import DEADLINES, GONE_KEPT_MS, NONE, SAME, TERMINAL, TRANSITIONS, Deadline
 from .pool import PoolConfigured
 
@@ -104,19 +104,21 @@ def _due_at(anchor: int, n: float, d: Deadline) -> int:
     return int(anchor + math.floor(n * d.unit_ms))
 
 
-def _configured(state: PoolState, body: Mapping[str, Any]) -> PoolState:
+def _configured(state: PoolState, body: Mapping[str, Any], event: PoolConfigured) -> PoolState:
     cfg = dict(state.cfg)
     for name in CFG_FIELDS:
         value = body.get(name)
         cfg[name] = "" if value is None and name == "clone_target" else _lua_str(value)
+    if event.source == "config":  # the YAML as last applied, stored as the logged body
+        cfg["yaml"] = encode(event).decode()
     return msgspec.structs.replace(state, cfg=cfg)
 
 
 def evolve(state: PoolState, recorded: Recorded) -> PoolState:
     """Apply one logged event to a pool's decision state (pure; see the module for the contract)."""
     body: dict[str, Any] = msgspec.to_builtins(recorded.event)
-    if recorded.type == PoolConfigured.__struct_config__.tag:
-        return _configured(state, body)
+    if isinstance(recorded.event, PoolConfigured):
+        return _configured(state, body, recorded.event)
     rule = TRANSITIONS.get(recorded.type)
     vm, now = recorded.vm, recorded.at
     cur = state_of(state, vm)

@@ -37,6 +37,9 @@ local function apply(vm, etype, now, data)
     local b = cjson.decode(data)
     redis.call('HSET', K_CFG, 'size', b.size, 'template', b.template, 'clone_limit', b.clone_limit,
       'ready_ttl', b.ready_ttl, 'timeout', b.timeout, 'clone_target', b.clone_target or '')
+    -- the YAML as last applied (source "config", the default, is omitted from the body), so a
+    -- restart can tell which YAML fields changed and keep the API's overrides of the others
+    if (b.source or 'config') == 'config' then redis.call('HSET', K_CFG, 'yaml', data) end
     return true
   end
   local rule = RULES[etype]

@@ -154,12 +154,12 @@ def test_pool_events_without_rule_change_nothing() -> None:
 def test_configured_writes_settings_as_redis_stores_them() -> None:
     state = fold([rec(CFG, vm="")])
     assert state.cfg == {"size": "5", "template": "tpl", "clone_limit": "3", "ready_ttl": "30",
-                         "timeout": "10", "clone_target": ""}
+                         "timeout": "10", "clone_target": "", "yaml": ev.encode(CFG).decode()}
     changed = ev.PoolConfigured(size=0, template="t2", clone_limit=1, ready_ttl=0, timeout=2,
                                 clone_target="c1", source="api")
     after = evolve(state, rec(changed, vm=""))
     assert after.cfg == {"size": "0", "template": "t2", "clone_limit": "1", "ready_ttl": "0",
-                         "timeout": "2", "clone_target": "c1"}
+                         "timeout": "2", "clone_target": "c1", "yaml": ev.encode(CFG).decode()}
     assert state.cfg["size"] == "5"  # the input is untouched
 
 
