@@ -1,8 +1,10 @@
-"""Daily clone and boot statistics per pool (vmpooler's ``vmpooler__clone__<date>`` / ``__boot__<date>``).
+"""Daily clone, boot and tag statistics per pool (vmpooler's ``vmpooler__clone__<date>``,
+``__boot__<date>`` and ``__tag__<date>``).
 
 One record per pool per UTC day: count, total, min and max of the clone durations
-(``VmCloned.seconds``) and of the boot durations (``VmReady.boot_seconds``, clone request to ready)
-of the events that happened that day. ``/status`` shows today's, ``/summary`` a range of days.
+(``VmCloned.seconds``) and of the boot durations (``VmReady.boot_seconds``) of the events that
+happened that day, and how many times each tag value was set (``VmTagged``). ``/status`` shows
+today's, ``/summary`` a range of days.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class DailyStatsView(msgspec.Struct, kw_only=True):
     day: str
     clone: DurationStats = msgspec.field(default_factory=DurationStats)
     boot: DurationStats = msgspec.field(default_factory=DurationStats)
+    tags: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
+    """tag name -> value -> how many times a VM was given that value that day."""
 
 
 def day_of(ms: int) -> str:
@@ -81,6 +85,11 @@ class DailyStats:
             elif isinstance(e, ev.VmReady):
                 view = await self._view(keys, pool, r.at, tx)
                 view.boot.add(e.boot_seconds)
+            elif isinstance(e, ev.VmTagged) and e.tags:
+                view = await self._view(keys, pool, r.at, tx)
+                for tag, value in sorted(e.tags.items()):
+                    values = view.tags.setdefault(tag, {})
+                    values[value] = values.get(value, 0) + 1
 
     async def _view(self, keys: Keys, pool: str, at: int, tx: Tx) -> DailyStatsView:
         """The day's record; the Tx's cache holds it for this batch only, so changing it in place is

@@ -8,7 +8,7 @@ its count (vmpooler omits the former and averages the daily mins and maxes for t
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import date, timedelta
 from typing import Any
 
@@ -106,15 +106,31 @@ def task_section(task: str, days: Days, key: str | None = None) -> dict[str, Any
     return {task: _only(_task_stats(overall), key), "daily": daily}
 
 
-def tag_section(days: Sequence[str], key: str | None = None) -> dict[str, Any]:
-    """``/summary/tag[/<key>]``: empty, as there is no tag-statistics projection yet."""
-    del key  # with statistics, it would keep one tag name
-    return {"tag": {}, "daily": [{"date": d, "tag": {}} for d in days]}
+def _tag_counts(views: Iterable[DailyStatsView], key: str | None) -> dict[str, dict[str, int]]:
+    """``{"<tag>": {"<value>": n, ..., "total": n}}`` summed over ``views`` (one tag if ``key``)."""
+    counts: dict[str, dict[str, int]] = {}
+    for view in views:
+        for tag, values in view.tags.items():
+            if key is not None and tag != key:
+                continue
+            out = counts.setdefault(tag, {})
+            for value, n in values.items():
+                out[value] = out.get(value, 0) + n
+    for out in counts.values():
+        out["total"] = sum(out.values())
+    return dict(sorted(counts.items()))
+
+
+def tag_section(days: Days, key: str | None = None) -> dict[str, Any]:
+    """``/summary/tag[/<key>]``: how often each tag value was set, per day and over the range."""
+    every = [view for views in days.values() for view in views.values()]
+    daily = [{"date": d, "tag": _tag_counts(views.values(), key)} for d, views in days.items()]
+    return {"tag": _tag_counts(every, key), "daily": daily}
 
 
 def summary_body(days: Days) -> dict[str, Any]:
     """``/summary``: ``{"boot", "clone", "tag", "daily": [{"date", "boot", "clone", "tag"}, ...]}``."""
-    boot, clone, tag = task_section("boot", days), task_section("clone", days), tag_section(list(days))
+    boot, clone, tag = task_section("boot", days), task_section("clone", days), tag_section(days)
     daily = [
         {"date": b["date"], "boot": b["boot"], "clone": c["clone"], "tag": t["tag"]}
         for b, c, t in zip(boot["daily"], clone["daily"], tag["daily"], strict=True)

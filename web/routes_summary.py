@@ -1,4 +1,4 @@
-"""``/api/v3/summary``: clone and boot statistics (and, one day, tag counts) over a range of days.
+"""``/api/v3/summary``: clone, boot and tag statistics over a range of days.
 
 Reads the daily statistics projection only. Validation failures are JSON
 ``{"ok": false, "error": ...}`` with vmpooler's messages (vmpooler sends the bare message as text).
@@ -52,7 +52,7 @@ def summary_routes(s: Services) -> list[HTTPRouteHandler]:
         if name in TASKS:
             return json_response(task_section(name, await stats(days), key))
         if name == "tag":
-            return json_response(tag_section(days, key))
+            return json_response(tag_section(await stats(days), key))
         raise NotFound(name)
 
     _section_docs = docs(s200='{"<section>": ..., "daily": [{"date", "<section>"}, ...]}', s400=_400,

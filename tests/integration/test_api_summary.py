@@ -139,7 +139,7 @@ async def test_unknown_key_keeps_nothing(api: ApiEnv) -> None:
 
 
 @pytest.mark.parametrize("path", ["/api/v3/summary/tag", "/api/v3/summary/tag/jenkins_build_url"])
-async def test_tag_section_is_empty_without_tag_statistics(api: ApiEnv, path: str) -> None:
+async def test_tag_section_is_empty_without_tags(api: ApiEnv, path: str) -> None:
     assert await get(api, f"{path}?from={DAY1}&to={DAY2}") == (200, {
         "tag": {}, "daily": [{"date": DAY1, "tag": {}}, {"date": DAY2, "tag": {}}],
     })
@@ -149,3 +149,19 @@ async def test_tag_section_is_empty_without_tag_statistics(api: ApiEnv, path: st
 async def test_unknown_section_is_404(api: ApiEnv, path: str) -> None:
     status, got = await get(api, path)
     assert (status, got) == (404, {"ok": False})
+
+
+async def test_tag_section_counts_tag_values_per_day_and_over_the_range(api: ApiEnv) -> None:
+    a, b, *_ = await api.in_state("pool1", "ready")
+    (c,) = await api.in_state("pool2", "ready")
+    for vm, team in ((a, "ci"), (b, "ci"), (c, "qa")):
+        response = await api.client.put(f"/api/v3/vm/{vm}", json={"tags": {"team": team, "os": "linux"}})
+        assert response.status_code == 200, response.text
+    await api.project()
+    today = {"os": {"linux": 3, "total": 3}, "team": {"ci": 2, "qa": 1, "total": 3}}
+    assert await get(api, f"/api/v3/summary/tag?from={DAY1}&to={DAY2}") == (200, {
+        "tag": today, "daily": [{"date": DAY1, "tag": {}}, {"date": DAY2, "tag": today}],
+    })
+    assert await get(api, "/api/v3/summary/tag/team") == (200, {
+        "tag": {"team": today["team"]}, "daily": [{"date": DAY2, "tag": {"team": today["team"]}}],
+    })
