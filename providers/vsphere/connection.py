@@ -3,6 +3,12 @@
 Used only from the provider's worker threads. Sessions are opened lazily up to ``size``; a checkout waits
 at most ``timeout`` seconds for a free one. A session that has expired (``NotAuthenticated``, or no current
 session after an idle spell) is replaced by a fresh login.
+
+A caller that gives up on a call (its timeout passed) :meth:`ConnectionPool.abandon` the call's
+:class:`Ticket`: the pool slot is freed at once, and the session the blocked thread holds is logged out and
+dropped when the thread finally returns, never lent again. Sessions are opened with an HTTP socket timeout
+(``socket_timeout``) so such a thread does not block forever. While abandoned calls linger, the pool may hold
+more than ``size`` sessions (at most one extra per lingering thread, so bounded by the executor's size).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from commands.provider import ProviderError
 
 _connect: Any = connect  # untyped in pyvmomi
 
-__all__ = ["ConnectionPool", "Credentials", "provider_error", "wait_task"]
+__all__ = ["ConnectionPool", "Credentials", "Ticket", "provider_error", "wait_task"]
 
 T = TypeVar("T")
 
@@ -62,15 +68,30 @@ class _Session:
         self.used_at = time.monotonic()
 
 
+class Ticket:
+    """One call's claim on a pool slot, so the caller can :meth:`ConnectionPool.abandon` it from elsewhere."""
+
+    __slots__ = ("abandoned", "done", "holding")
+
+    def __init__(self) -> None:
+        self.abandoned = False
+        self.holding = False  # the call has a session (and so a pool slot)
+        self.done = False
+
+
 class ConnectionPool:
     """Up to ``size`` logged-in sessions; :meth:`run` lends one to a blocking function."""
 
-    def __init__(self, creds: Credentials, *, size: int, timeout: float) -> None:
+    def __init__(self, creds: Credentials, *, size: int, timeout: float,
+                 socket_timeout: float | None = None) -> None:
         if size < 1:
             raise ValueError(f"connection_pool_size must be at least 1, got {size}")
         self.creds = creds
         self.size = size
         self.timeout = timeout
+        self.socket_timeout = socket_timeout
+        self.discarded = 0
+        """Sessions dropped because their call was abandoned."""
         self._idle: queue.LifoQueue[_Session] = queue.LifoQueue()
         self._lock = threading.Lock()
         self._open = 0
@@ -84,7 +105,7 @@ class ConnectionPool:
             context.verify_mode = ssl.CERT_NONE
         try:
             si = _connect.SmartConnect(host=c.server, port=c.port, user=c.username, pwd=c.password,
-                                       sslContext=context)
+                                       sslContext=context, httpConnectionTimeout=self.socket_timeout)
         except Exception as exc:
             raise provider_error(exc) from exc
         return _Session(si)
@@ -136,13 +157,36 @@ class ConnectionPool:
         _logout(session)
         return self._login()
 
-    def run(self, fn: Callable[[vim.ServiceInstance], T]) -> T:
+    @property
+    def open_sessions(self) -> int:
+        """Sessions counted against ``size`` (idle or lent)."""
+        with self._lock:
+            return self._open
+
+    def abandon(self, ticket: Ticket) -> None:
+        """The caller gave up on ``ticket``'s call: free its slot now; its session is dropped when it returns."""
+        with self._lock:
+            if ticket.abandoned or ticket.done:
+                return
+            ticket.abandoned = True
+            if ticket.holding:
+                self._open -= 1
+
+    def run(self, fn: Callable[[vim.ServiceInstance], T], ticket: Ticket | None = None) -> T:
         """Call ``fn(service_instance)`` on a pooled session; retry once on a fresh login if it expired.
 
         Raises:
-            ProviderError: for any vSphere or connection failure (permanent for bad credentials).
+            ProviderError: for any vSphere or connection failure (permanent for bad credentials), or when
+                ``ticket`` was abandoned before a session was free.
         """
+        ticket = ticket or Ticket()
         session: _Session | None = self._checkout()
+        with self._lock:
+            late = ticket.abandoned
+            ticket.holding = not late
+        if late:  # gave up while waiting for a session: it is unused, lend it again
+            self._checkin(session)
+            raise ProviderError("vSphere call abandoned before a connection was free")
         try:
             assert session is not None
             stale, session = session, None
@@ -159,7 +203,14 @@ class ConnectionPool:
         except Exception as exc:
             raise provider_error(exc) from exc
         finally:
-            self._checkin(session)
+            with self._lock:
+                ticket.done = True
+                discard = ticket.abandoned
+            if not discard:
+                self._checkin(session)
+            elif session is not None:  # its slot was freed by abandon()
+                self.discarded += 1
+                _logout(session)
 
     def close(self) -> None:
         """Log out every idle session; sessions in use are logged out when returned."""

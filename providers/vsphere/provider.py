@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import functools
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 from pyVmomi import vim
 
 from commands.provider import PoolTarget, ProviderError, VmInfo
-from providers.vsphere.connection import ConnectionPool, Credentials
+from providers.vsphere.connection import ConnectionPool, Credentials, Ticket
 from providers.vsphere.ops import Placement, Target, VmOps, port_open
 from providers.vsphere.purge import purge
+from providers.vsphere.resilience import AdaptiveTimeout, CircuitBreaker, CircuitOpenError
 
 __all__ = ["VsphereProvider"]
 
@@ -43,7 +44,10 @@ def _float(options: Mapping[str, Any], key: str, default: float) -> float:
 
 def _snapshot_tuning(pool_options: Mapping[str, Any]) -> dict[str, str]:
     """vmpooler's ``snapshot_mainMem_ioBlockPages`` / ``snapshot_mainMem_iowait`` pool keys as extraConfig."""
-    keys = {"snapshot_mainMem_ioBlockPages": "mainMem.ioBlockPages", "snapshot_mainMem_iowait": "mainMem.iowait"}
+    keys = {
+        "snapshot_mainMem_ioBlockPages": "mainMem.ioBlockPages",
+        "snapshot_mainMem_iowait": "mainMem.iowait",
+    }
     return {vmx: str(pool_options[key]) for key, vmx in keys.items() if pool_options.get(key) is not None}
 
 
@@ -54,8 +58,18 @@ class VsphereProvider:
     ``password``, ``port`` (443), ``insecure`` (skip TLS verification, default false), ``datacenter``
     (default: the first one), ``connection_pool_size`` (10), ``connection_pool_timeout`` (60 s). Ours:
     ``ready_check_port`` (22; ``vm_ready`` also needs a TCP connect to the guest IP on it, 0 disables),
-    ``ready_check_timeout`` (1 s), ``clone_extra_config`` (mapping of extra ``extraConfig`` keys set on every
+    ``ready_check_timeout`` (1 s), ``task_timeout`` (900 s: clone, destroy, disk, snapshot), ``clone_extra_config`` (mapping of extra ``extraConfig`` keys set on every
     clone, e.g. vcsim's ``SET.guest.ipAddress`` in tests).
+
+    Every vCenter call goes through a circuit breaker and an adaptive timeout (vmpooler §2.8 keys, read from
+    these options: ``circuit_breaker_enabled`` (true), ``circuit_breaker_failure_threshold`` (5),
+    ``circuit_breaker_timeout`` (30 s), ``circuit_breaker_half_open_attempts`` (3), ``adaptive_timeout_enabled``
+    (true), ``connection_pool_timeout_min`` / ``_max`` / ``_initial`` (5 / 60 / 30 s)). An open circuit fails
+    fast with a retryable :class:`ProviderError`; so does a call that outlives its timeout, whose session is
+    then discarded (its thread may linger until pyvmomi's socket timeout, ``connection_pool_timeout_max``,
+    ends it; such threads are bounded by ``executor_workers``). Retryable failures and timeouts count against
+    the breaker; permanent errors (vCenter answered) count as successes for it and teach the timeout nothing.
+    The timeout covers the whole call: waiting for a worker thread and a session, and any vSphere task.
 
     Pool options (``PoolTarget.options``): ``folder`` (VM folder path under the datacenter, created as needed;
     default: the pool name), ``datastore``, ``datacenter``, ``pool`` (resource pool path under the datacenter's host
@@ -83,17 +97,30 @@ class VsphereProvider:
         self.datacenter = str(options.get("datacenter") or "")
         self.ready_check_port = _int(options, "ready_check_port", 22)
         self.ready_check_timeout = _float(options, "ready_check_timeout", 1.0)
+        # a clone can take minutes; the adaptive timeout (at most 60 s) is for vCenter's answers
+        self.task_timeout = _float(options, "task_timeout", 900.0)
         extra = options.get("clone_extra_config") or {}
         if not isinstance(extra, Mapping):
             raise ValueError(f"vsphere provider option 'clone_extra_config' must be a mapping, got {extra!r}")
         self.extra_config = {str(k): str(v) for k, v in extra.items()}
-        creds = Credentials(server=server, username=str(options.get("username") or ""),
-                            password=str(options.get("password") or ""),
-                            port=_int(options, "port", 443), insecure=bool(options.get("insecure", False)))
+        creds = Credentials(
+            server=server,
+            username=str(options.get("username") or ""),
+            password=str(options.get("password") or ""),
+            port=_int(options, "port", 443),
+            insecure=bool(options.get("insecure", False)),
+        )
+        self.breaker = CircuitBreaker.from_options(name, options)
+        self.timeout = AdaptiveTimeout.from_options(options)
         self.connections = ConnectionPool(
-            creds, size=_int(options, "connection_pool_size", DEFAULT_POOL_SIZE),
-            timeout=_float(options, "connection_pool_timeout", DEFAULT_POOL_TIMEOUT))
-        self._executor = ThreadPoolExecutor(max_workers=executor_workers, thread_name_prefix=f"vsphere-{name}")
+            creds,
+            size=_int(options, "connection_pool_size", DEFAULT_POOL_SIZE),
+            timeout=_float(options, "connection_pool_timeout", DEFAULT_POOL_TIMEOUT),
+            socket_timeout=self.timeout.maximum,
+        )
+        self._executor = ThreadPoolExecutor(
+            max_workers=executor_workers, thread_name_prefix=f"vsphere-{name}"
+        )
 
     # plumbing -----------------------------------------------------------------------------------------------
 
@@ -102,23 +129,66 @@ class VsphereProvider:
         folder = opts.get("folder") or pool.name
         if not isinstance(folder, str) or not folder.strip("/"):
             raise ProviderError(f"pool {pool.name}: bad vSphere 'folder' {folder!r}", permanent=True)
-        return Placement(datacenter=str(opts.get("datacenter") or self.datacenter), folder=folder,
-                         template=pool.template, datastore=str(opts.get("datastore") or ""),
-                         resource_pool=str(opts.get("pool") or ""), clone_target=pool.clone_target,
-                         extra_config={**self.extra_config, **_snapshot_tuning(opts)})
+        return Placement(
+            datacenter=str(opts.get("datacenter") or self.datacenter),
+            folder=folder,
+            template=pool.template,
+            datastore=str(opts.get("datastore") or ""),
+            resource_pool=str(opts.get("pool") or ""),
+            clone_target=pool.clone_target,
+            extra_config={**self.extra_config, **_snapshot_tuning(opts)},
+        )
 
-    async def _call(self, fn: Callable[[VmOps], T]) -> T:
+    async def _call(self, fn: Callable[[VmOps], T], *, task: bool = False) -> T:
+        """Run ``fn`` on a pooled session in the executor, behind the circuit breaker and a timeout:
+        the adaptive one, or ``task_timeout`` for calls that wait for a vSphere task (clone,
+        destroy, disk, snapshot), whose durations say nothing about vCenter's responsiveness."""
+
         def work(si: vim.ServiceInstance) -> T:
             return fn(VmOps(si))
 
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(self.connections.run, work))
+        breaker = self.breaker
+        if breaker is not None:
+            try:
+                breaker.before_call()
+            except CircuitOpenError as exc:
+                raise ProviderError(f"vSphere provider {self.name}: {exc}") from exc
+        limit = self.task_timeout if task else self.timeout.current
+        ticket = Ticket()
+        started = time.monotonic()
+        future = self._executor.submit(self.connections.run, work, ticket)
+        try:
+            result = await asyncio.wait_for(asyncio.wrap_future(future), limit)
+        except TimeoutError:
+            self.connections.abandon(ticket)  # frees the slot; the session is dropped, never lent again
+            if not task:
+                self.timeout.record_failure()
+            if breaker is not None:
+                breaker.record_failure()
+            raise ProviderError(f"vSphere call timed out after {limit:g} s") from None
+        except ProviderError as exc:
+            if exc.permanent:  # vCenter answered: healthy, but not a duration sample
+                if breaker is not None:
+                    breaker.record_success()
+            else:
+                self.timeout.record_failure()
+                if breaker is not None:
+                    breaker.record_failure()
+            raise
+        except asyncio.CancelledError:
+            self.connections.abandon(ticket)
+            raise
+        if not task:
+            self.timeout.record_success(time.monotonic() - started)
+        if breaker is not None:
+            breaker.record_success()
+        return result
 
     # the Provider protocol ----------------------------------------------------------------------------------
 
     async def create_vm(self, pool: PoolTarget, vm: str) -> VmInfo:
         target = Target(self._placement(pool), vm)
-        return await self._call(lambda ops: ops.info(ops.create(target), pool.template))
+        return await self._call(lambda ops: ops.info(ops.create(target), pool.template), task=True)
 
     async def get_vm(self, pool: PoolTarget, vm: str) -> VmInfo | None:
         target = Target(self._placement(pool), vm)
@@ -135,7 +205,7 @@ class VsphereProvider:
 
     async def destroy_vm(self, pool: PoolTarget, vm: str) -> None:
         target = Target(self._placement(pool), vm)
-        await self._call(lambda ops: ops.destroy(target))
+        await self._call(lambda ops: ops.destroy(target), task=True)
 
     async def vm_ready(self, pool: PoolTarget, vm: str) -> bool:
         target = Target(self._placement(pool), vm)
@@ -144,19 +214,20 @@ class VsphereProvider:
             return ip is not None
         # The TCP check holds a worker thread but no vSphere session.
         return await asyncio.get_running_loop().run_in_executor(
-            self._executor, port_open, ip, self.ready_check_port, self.ready_check_timeout)
+            self._executor, port_open, ip, self.ready_check_port, self.ready_check_timeout
+        )
 
     async def create_disk(self, pool: PoolTarget, vm: str, size_gb: int) -> None:
         target = Target(self._placement(pool), vm)
-        await self._call(lambda ops: ops.add_disk(target, size_gb))
+        await self._call(lambda ops: ops.add_disk(target, size_gb), task=True)
 
     async def create_snapshot(self, pool: PoolTarget, vm: str, snapshot: str) -> None:
         target = Target(self._placement(pool), vm)
-        await self._call(lambda ops: ops.snapshot(target, snapshot))
+        await self._call(lambda ops: ops.snapshot(target, snapshot), task=True)
 
     async def revert_snapshot(self, pool: PoolTarget, vm: str, snapshot: str) -> None:
         target = Target(self._placement(pool), vm)
-        await self._call(lambda ops: ops.revert(target, snapshot))
+        await self._call(lambda ops: ops.revert(target, snapshot), task=True)
 
     async def migrate_vm(self, pool: PoolTarget, vm: str) -> str:
         # TODO(issue 4): move to the least-used compatible host (vmpooler's migrate_vm); for now stay put.
