@@ -104,8 +104,14 @@ class RedisServer:
             str(self.data_dir / "redis.log"),
             *self.extra_args,
         ]
+        # Its own session: a Ctrl-C in the terminal must reach only us, so we stop our roles first and
+        # Redis last (it would otherwise quit at once, under the feet of a graceful shutdown).
         self._proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
