@@ -92,7 +92,9 @@ def open_redis(settings: Settings, *, start_embedded: bool = True) -> RedisHandl
             (data_dir / "redis.port").write_text(str(server.port))
             url = server.url
             log.info("embedded redis-server on %s, data in %s", url, data_dir)
-    client = aioredis.Redis.from_url(url, health_check_interval=30)
+    # Connections idle for 2 s are PINGed before use, so a restarted Redis costs no failed request
+    # (commands themselves are not retried: a decision script must never run twice).
+    client = aioredis.Redis.from_url(url, health_check_interval=2)
     return RedisHandle(client, url, server, lock)
 
 
