@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["AppError", "ClientError", "ConflictError", "NotFound", "QuotaError", "Refused", "TimeoutError_"]
+__all__ = [
+    "AppError",
+    "ClientError",
+    "ConflictError",
+    "NotFound",
+    "QuotaError",
+    "Refused",
+    "TimeoutError_",
+    "Unauthorized",
+]
 
 
 class AppError(Exception):
@@ -11,6 +20,10 @@ class AppError(Exception):
 
 class ClientError(AppError):
     """The request is malformed or names something that cannot be (HTTP 400)."""
+
+
+class Unauthorized(AppError):
+    """Missing or wrong credentials: a token or basic auth (HTTP 401)."""
 
 
 class NotFound(AppError):

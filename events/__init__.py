@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ._base import Event
 from .codec import SCHEMA_VERSION, AnyEvent, Recorded, decode_body, decode_entry, encode, register_upcaster
+from .control import ControlEvent, TokenCreated, TokenRevoked
 from .keys import CONTROL, Keys
 from .pool import PoolConfigured, PoolEvent, PoolReset
 from .vm import (
@@ -43,12 +44,15 @@ __all__ = [
     "CONTROL",
     "SCHEMA_VERSION",
     "AnyEvent",
+    "ControlEvent",
     "Event",
     "Keys",
     "PoolConfigured",
     "PoolEvent",
     "PoolReset",
     "Recorded",
+    "TokenCreated",
+    "TokenRevoked",
     "VmCheckedOut",
     "VmCheckoutReverted",
     "VmCloneFailed",

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from ._base import Event
+from .control import ControlEvent
 from .pool import PoolEvent
 from .vm import VmEvent
 
@@ -21,7 +22,7 @@ __all__ = [
     "register_upcaster",
 ]
 
-AnyEvent = VmEvent | PoolEvent
+AnyEvent = VmEvent | PoolEvent | ControlEvent
 
 SCHEMA_VERSION = 1
 """Envelope ``v`` written with every new entry; older entries are upcast on decode."""

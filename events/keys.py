@@ -47,6 +47,14 @@ class Keys:
         """Hash of the pool's effective settings as the decision scripts see them."""
         return f"{self.prefix}:{{{pool}}}:cfg"
 
+    def tokens(self) -> str:
+        """Hash token SHA-256 → JSON {user, created}: the valid API tokens (never the tokens)."""
+        return f"{self.prefix}:{{{CONTROL}}}:tokens"
+
+    def token_last_used(self) -> str:
+        """Hash token SHA-256 → ms time of its last use."""
+        return f"{self.prefix}:{{{CONTROL}}}:tokens:last"
+
     def names(self) -> str:
         """Hash VM name → pool: names are reserved here before use, so they are unique across pools,
         and the API finds a VM's pool from its name."""

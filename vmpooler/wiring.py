@@ -143,6 +143,11 @@ class Service:
 
     def __post_init__(self) -> None:
         client, settings = self.redis.client, self.settings
+        if settings.auth is not None and settings.auth.provider == "dummy" and not settings.config.debug:
+            # as vmpooler: the dummy provider accepts any user whose password differs from the name
+            raise ConfigError(
+                ":auth: provider 'dummy' accepts almost any credentials; set VMPOOLER_DEBUG to use it"
+            )
         self.keys = Keys(settings.redis.prefix)
         self.commands = PoolCommands(client, self.keys, names=NameGenerator(settings.config.prefix))
         self.reads = ReadModels(client, self.keys)

@@ -12,10 +12,12 @@ from redis.asyncio import Redis
 from commands.checkout import CheckoutService
 from commands.pool import PoolCommands
 from commands.settings import Settings
+from commands.tokens import Tokens
 from commands.vm_ops import VmOps
 from events import Keys
 from projectors.read import ReadModels
 from projectors.read_stats import StatsReader
+from web.auth import Auth
 
 __all__ = ["ApiDeps", "Services"]
 
@@ -58,6 +60,7 @@ class Services:
     vm_ops: VmOps
     stats: StatsReader
     tagfilter: dict[str, re.Pattern[str]]
+    auth: Auth
 
     @classmethod
     def build(cls, deps: ApiDeps) -> Services:
@@ -69,4 +72,5 @@ class Services:
             vm_ops=VmOps(deps.redis, deps.keys, deps.commands),
             stats=StatsReader(deps.redis, deps.keys),
             tagfilter=tagfilter,
+            auth=Auth(deps.settings, Tokens(deps.redis, deps.keys, deps.clock)),
         )

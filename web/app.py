@@ -12,6 +12,7 @@ from web.routes_config import config_routes
 from web.routes_status import status_routes
 from web.routes_summary import summary_routes
 from web.routes_tasks import task_routes
+from web.routes_tokens import token_routes
 from web.routes_vm import vm_routes
 
 __all__ = ["ApiDeps", "create_app"]
@@ -32,7 +33,14 @@ def create_app(deps: ApiDeps) -> Litestar:
     """
     services = Services.build(deps)
     return Litestar(
-        route_handlers=[*vm_routes(services), *status_routes(services), *task_routes(services), *summary_routes(services), *config_routes(services)],
+        route_handlers=[
+            *vm_routes(services),
+            *status_routes(services),
+            *task_routes(services),
+            *summary_routes(services),
+            *config_routes(services),
+            *token_routes(services),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         # vmpooler always mounts Rack::Deflater.
         compression_config=CompressionConfig(backend="gzip", minimum_size=500),

@@ -29,6 +29,7 @@ from commands.errors import (
     QuotaError,
     Refused,
     TimeoutError_,
+    Unauthorized,
 )
 from web._json import json_response
 from web.validation import ValidationError, ValidationFailure, VmUpdateRejected
@@ -76,6 +77,8 @@ def _update_rejected(_: AnyRequest, exc: UpdateRejected) -> Response[bytes]:
 def _app_error(request: AnyRequest, exc: AppError) -> Response[bytes]:
     if isinstance(exc, NotFound):
         return json_response(_NOT_OK, 404)
+    if isinstance(exc, Unauthorized):
+        return json_response(_NOT_OK, 401, headers={"WWW-Authenticate": 'Basic realm="Authentication required"'})
     if isinstance(exc, QuotaError | TimeoutError_):
         return json_response(_NOT_OK, 503)
     if isinstance(exc, ClientError):

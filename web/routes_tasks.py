@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import secrets
 import string
+from typing import Any
 
-from litestar import Response, post
+from litestar import Request, Response, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
@@ -37,46 +38,76 @@ def task_routes(s: Services) -> list[HTTPRouteHandler]:
     """The disk and snapshot endpoints, closed over the services built once by ``create_app``."""
     deps = s.deps
 
-    async def request(pool: str, vm: str, event: Event) -> None:
+    async def authorize(request: Request[Any, Any, Any], vm: str) -> None:
+        # A VM checked out with a token accepts only that token (vmpooler lets any token act on any VM).
+        if s.auth.configured:
+            view = await deps.reads.vm(vm) if vm else None
+            await s.auth.owner_check(request, view.token_hash if view is not None else "")
+
+    async def ask(pool: str, vm: str, event: Event) -> None:
         try:
             await deps.commands.append(pool, [(vm, event)], Meta("api", deps.new_id()))
         except Refused as exc:
             # vmpooler queues the task whatever the VM's state (it fails later); we refuse at once.
             raise NotFound(f"VM {vm!r} is {exc.state or 'gone'}") from None
 
-    @post(f"{PREFIX}/vm/{{hostname:str}}/disk/{{size:str}}", summary="Add a disk to a VM", status_code=202,
-          responses=docs(s202='{"ok": true, "<vm>": {"disk": "+<size>gb"}}',
-                         s400='{"ok": false, "error": "<why>"}: malformed hostname or size (1..2048)',
-                         s404='{"ok": false}: no such VM, or it is not booting, ready or running'))
-    async def add_disk(hostname: FromPath[str], size: FromPath[str]) -> Response[bytes]:
-        # Auth seam: with settings.auth set a valid X-AUTH-TOKEN is required (401), before anything else.
+    @post(
+        f"{PREFIX}/vm/{{hostname:str}}/disk/{{size:str}}",
+        summary="Add a disk to a VM",
+        status_code=202,
+        responses=docs(
+            s202='{"ok": true, "<vm>": {"disk": "+<size>gb"}}',
+            s400='{"ok": false, "error": "<why>"}: malformed hostname or size (1..2048)',
+            s404='{"ok": false}: no such VM, or it is not booting, ready or running',
+        ),
+    )
+    async def add_disk(
+        hostname: FromPath[str], size: FromPath[str], request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
+        await s.auth.requester(request, required=True)  # before anything else, as vmpooler
         vm = shorten_hostname(check(validate_hostname(hostname)))
+        await authorize(request, vm)
         gb = check(validate_disk_size(size))
-        await request(await s.vm_ops.locate(vm), vm, VmDiskRequested(size_gb=gb))
+        await ask(await s.vm_ops.locate(vm), vm, VmDiskRequested(size_gb=gb))
         return json_response({"ok": True, vm: {"disk": f"+{gb}gb"}}, 202)
 
-    @post(f"{PREFIX}/vm/{{hostname:str}}/snapshot", summary="Snapshot a VM", status_code=202,
-          responses=docs(s202='{"ok": true, "<vm>": {"snapshot": "<name>"}}',
-                         s404='{"ok": false}: no such VM, or it is not booting, ready or running'))
-    async def take_snapshot(hostname: FromPath[str]) -> Response[bytes]:
-        # Auth seam: with settings.auth set a valid X-AUTH-TOKEN is required (401), before anything else.
+    @post(
+        f"{PREFIX}/vm/{{hostname:str}}/snapshot",
+        summary="Snapshot a VM",
+        status_code=202,
+        responses=docs(
+            s202='{"ok": true, "<vm>": {"snapshot": "<name>"}}',
+            s404='{"ok": false}: no such VM, or it is not booting, ready or running',
+        ),
+    )
+    async def take_snapshot(hostname: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+        await s.auth.requester(request, required=True)
         vm = shorten_hostname(hostname)  # vmpooler does not validate hostnames here; unknown ones are 404
         pool = await s.vm_ops.locate(vm)
+        await authorize(request, vm)
         name = snapshot_name()
-        await request(pool, vm, VmSnapshotRequested(name=name))
+        await ask(pool, vm, VmSnapshotRequested(name=name))
         return json_response({"ok": True, vm: {"snapshot": name}}, 202)
 
-    @post(f"{PREFIX}/vm/{{hostname:str}}/snapshot/{{snapshot:str}}", summary="Revert a VM to a snapshot",
-          status_code=202,
-          responses=docs(s202='{"ok": true}',
-                         s404='{"ok": false}: no such VM or snapshot, or the VM is not booting, ready or running'))
-    async def revert_snapshot(hostname: FromPath[str], snapshot: FromPath[str]) -> Response[bytes]:
-        # Auth seam: with settings.auth set a valid X-AUTH-TOKEN is required (401), before anything else.
+    @post(
+        f"{PREFIX}/vm/{{hostname:str}}/snapshot/{{snapshot:str}}",
+        summary="Revert a VM to a snapshot",
+        status_code=202,
+        responses=docs(
+            s202='{"ok": true}',
+            s404='{"ok": false}: no such VM or snapshot, or the VM is not booting, ready or running',
+        ),
+    )
+    async def revert_snapshot(
+        hostname: FromPath[str], snapshot: FromPath[str], request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
+        await s.auth.requester(request, required=True)
         vm = shorten_hostname(hostname)
+        await authorize(request, vm)
         view = await deps.reads.vm(vm) if vm else None
         if view is None or snapshot not in view.snapshots:
             raise NotFound(f"VM {vm!r} has no snapshot {snapshot!r}")
-        await request(view.pool, vm, VmRevertRequested(name=snapshot))
+        await ask(view.pool, vm, VmRevertRequested(name=snapshot))
         return json_response(OK, 202)
 
     return [add_disk, take_snapshot, revert_snapshot]

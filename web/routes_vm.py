@@ -58,33 +58,57 @@ def vm_routes(s: Services) -> list[HTTPRouteHandler]:
     pool_names = list(settings.pool_names)
     max_lifetime, allowed_tags = settings.config.max_lifetime_upper_limit, settings.config.allowed_tags
 
-    async def hand_out(wanted: list[tuple[str, int]]) -> Response[bytes]:
-        # Auth seam: when settings.auth is set, a sent X-AUTH-TOKEN must be valid (else 401) and the
-        # Requester(user, token_hash) goes to checkout(); without auth tokens are ignored (vmpooler).
-        taken = await s.checkout.checkout(wanted, correlation_id=deps.new_id())
+    async def hand_out(wanted: list[tuple[str, int]], request: Request[Any, Any, Any]) -> Response[bytes]:
+        # With auth configured, a sent X-AUTH-TOKEN must be valid (401); its user owns the VMs.
+        requester = await s.auth.requester(request, required=False)
+        taken = await s.checkout.checkout(wanted, correlation_id=deps.new_id(), requester=requester)
         return json_response(checkout_body(settings, taken))
 
-    @get(f"{PREFIX}/vm", summary="List the pools",
-         description="Names of the configured pools (not their aliases).",
-         responses=docs(s200='["<pool>", ...]'))
+    async def check_owner(request: Request[Any, Any, Any], vm: str) -> None:
+        # Tokens exist only with auth configured; a VM checked out with one needs that token (401).
+        if s.auth.configured:
+            view = await deps.reads.vm(vm)
+            await s.auth.owner_check(request, view.token_hash if view is not None else "")
+
+    @get(
+        f"{PREFIX}/vm",
+        summary="List the pools",
+        description="Names of the configured pools (not their aliases).",
+        responses=docs(s200='["<pool>", ...]'),
+    )
     async def list_pools() -> Response[bytes]:
         return json_response(pool_names)
 
-    @post(f"{PREFIX}/vm", summary="Check out VMs (JSON body)", status_code=200, responses=_CHECKOUT_DOCS,
-          description='Body `{"<pool or alias>": "<count>", ...}`; all VMs or none.')
+    @post(
+        f"{PREFIX}/vm",
+        summary="Check out VMs (JSON body)",
+        status_code=200,
+        responses=_CHECKOUT_DOCS,
+        description='Body `{"<pool or alias>": "<count>", ...}`; all VMs or none.',
+    )
     async def checkout_json(request: Request[Any, Any, Any]) -> Response[bytes]:
         body = check(parse_json_body(await read_body(request)))
-        return await hand_out(check(checkout_request_from_body(body)))
+        return await hand_out(check(checkout_request_from_body(body)), request)
 
-    @post(f"{PREFIX}/vm/{{hostname:str}}", summary="Check out VMs (URL form)", status_code=200,
-          responses=_CHECKOUT_DOCS,
-          description="`<a>+<b>+<a>`: one VM per occurrence of a pool or alias; the body is ignored.")
-    async def checkout_path(hostname: FromPath[str]) -> Response[bytes]:
-        return await hand_out(check(checkout_request_from_path(hostname)))
+    @post(
+        f"{PREFIX}/vm/{{hostname:str}}",
+        summary="Check out VMs (URL form)",
+        status_code=200,
+        responses=_CHECKOUT_DOCS,
+        description="`<a>+<b>+<a>`: one VM per occurrence of a pool or alias; the body is ignored.",
+    )
+    async def checkout_path(hostname: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+        return await hand_out(check(checkout_request_from_path(hostname)), request)
 
-    @get(f"{PREFIX}/vm/{{hostname:str}}", summary="Show a VM",
-         responses=docs(s200='{"ok": true, "<vm>": {"template", "lifetime", "state", ...}}',
-                        s400=_HOSTNAME_400, s404='{"ok": false}: no such VM'))
+    @get(
+        f"{PREFIX}/vm/{{hostname:str}}",
+        summary="Show a VM",
+        responses=docs(
+            s200='{"ok": true, "<vm>": {"template", "lifetime", "state", ...}}',
+            s400=_HOSTNAME_400,
+            s404='{"ok": false}: no such VM',
+        ),
+    )
     async def show_vm(hostname: FromPath[str]) -> Response[bytes]:
         vm = shorten_hostname(check(validate_hostname(hostname)))
         view = await deps.reads.vm(vm)
@@ -93,29 +117,48 @@ def vm_routes(s: Services) -> list[HTTPRouteHandler]:
             raise NotFound(vm)
         return json_response({"ok": True, vm: body})
 
-    @put(f"{PREFIX}/vm/{{hostname:str}}", summary="Change a VM's lifetime or tags", status_code=200,
-         description='Body `{"lifetime": <hours since checkout>, "tags": {"<key>": "<value>"}}`.',
-         responses=docs(s200='{"ok": true}', s400='{"ok": false, "failure": [...]} or {"ok": false, "error": ...}',
-                        s404='{"ok": false}: no such VM', s409='{"ok": false, "error": ...}: VM not running'))
+    @put(
+        f"{PREFIX}/vm/{{hostname:str}}",
+        summary="Change a VM's lifetime or tags",
+        status_code=200,
+        description='Body `{"lifetime": <hours since checkout>, "tags": {"<key>": "<value>"}}`.',
+        responses=docs(
+            s200='{"ok": true}',
+            s400='{"ok": false, "failure": [...]} or {"ok": false, "error": ...}',
+            s404='{"ok": false}: no such VM',
+            s409='{"ok": false, "error": ...}: VM not running',
+        ),
+    )
     async def update_vm(hostname: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         vm = shorten_hostname(check(validate_hostname(hostname)))
         pool = await s.vm_ops.locate(vm)
         body = check(parse_json_body(await read_body(request)))
-        # Auth seam: with settings.auth set and "lifetime" in body, a valid token is required (401)
-        # before any failure is reported, as in vmpooler.
-        update = check(parse_vm_update(
-            body, max_lifetime_upper_limit=max_lifetime, allowed_tags=allowed_tags, tagfilter=s.tagfilter
-        ))
+        if "lifetime" in body:  # as in vmpooler, before any failure is reported
+            await s.auth.requester(request, required=True)
+            await check_owner(request, vm)
+        update = check(
+            parse_vm_update(
+                body, max_lifetime_upper_limit=max_lifetime, allowed_tags=allowed_tags, tagfilter=s.tagfilter
+            )
+        )
         meta = Meta("api", deps.new_id())
         await s.vm_ops.update(pool, vm, lifetime=update.lifetime, tags=update.tags, meta=meta)
         return json_response(OK)
 
-    @delete(f"{PREFIX}/vm/{{hostname:str}}", summary="Return a checked-out VM", status_code=200,
-            responses=docs(s200='{"ok": true}', s400=_HOSTNAME_400,
-                           s404='{"ok": false}: no such VM, or it is not checked out'))
-    async def return_vm(hostname: FromPath[str]) -> Response[bytes]:
+    @delete(
+        f"{PREFIX}/vm/{{hostname:str}}",
+        summary="Return a checked-out VM",
+        status_code=200,
+        responses=docs(
+            s200='{"ok": true}',
+            s400=_HOSTNAME_400,
+            s404='{"ok": false}: no such VM, or it is not checked out',
+        ),
+    )
+    async def return_vm(hostname: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         vm = shorten_hostname(check(validate_hostname(hostname)))
-        # Auth seam: a VM checked out with a token needs a valid token to be returned (401).
+        await s.vm_ops.locate(vm)
+        await check_owner(request, vm)
         await s.vm_ops.give_back(vm, Meta("api", deps.new_id()))
         return json_response(OK)
 

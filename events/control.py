@@ -1,0 +1,22 @@
+"""Events of the control stream (``{ctl}``): cross-pool things such as API tokens."""
+
+from __future__ import annotations
+
+from ._base import Event
+
+__all__ = ["ControlEvent", "TokenCreated", "TokenRevoked"]
+
+
+class TokenCreated(Event, frozen=True, tag="token.created"):
+    """A user created an API token. Only its SHA-256 is ever stored, here and in Redis."""
+
+    token_hash: str
+    user: str
+
+
+class TokenRevoked(Event, frozen=True, tag="token.revoked"):
+    token_hash: str
+    user: str = ""
+
+
+ControlEvent = TokenCreated | TokenRevoked
