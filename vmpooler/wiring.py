@@ -68,6 +68,10 @@ class RedisHandle:
             self.lock.close()
 
 
+_MIN_CONNECTIONS = 64
+"""vmpooler's ``connection_pool_size`` default (10) fits its threads, not our async handlers."""
+
+
 def open_redis(settings: Settings, *, start_embedded: bool = True) -> RedisHandle:
     """Connect to the configured Redis. In embedded mode, the first process to lock the data dir
     starts a ``redis-server`` there (AOF on) and publishes its port in the data dir; any other
@@ -93,8 +97,16 @@ def open_redis(settings: Settings, *, start_embedded: bool = True) -> RedisHandl
             url = server.url
             log.info("embedded redis-server on %s, data in %s", url, data_dir)
     # Connections idle for 2 s are PINGed before use, so a restarted Redis costs no failed request
-    # (commands themselves are not retried: a decision script must never run twice).
-    client = aioredis.Redis.from_url(url, health_check_interval=2)
+    # (commands themselves are not retried: a decision script must never run twice). A blocking
+    # pool: past its size a call waits for a connection instead of failing; blocking stream reads
+    # hold a few, and the workers' hundreds of concurrent handlers share the rest.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max(_MIN_CONNECTIONS, settings.redis.connection_pool_size),
+        timeout=max(1, settings.redis.connection_pool_timeout),
+        health_check_interval=2,
+    )
+    client = aioredis.Redis(connection_pool=pool)
     return RedisHandle(client, url, server, lock)
 
 
