@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import ssl
 import statistics
 import sys
 import threading
@@ -35,16 +34,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pyVim import connect
-from pyVmomi import SoapAdapter, vim
+from pyVmomi import SoapAdapter
 
 from commands.provider import PoolTarget
 from providers.vsphere import VsphereProvider
-from tests.vcsim import VcsimServer, build_vcsim, last_build_error, start_vcsim
-
-TEMPLATE = "templates/debian-12"
-_connect: Any = connect
-_vim: Any = vim
+from tests.vcsim import TEMPLATE, build_vcsim, last_build_error, make_template, start_vcsim
 
 
 class SoapCounter:
@@ -64,27 +58,6 @@ class SoapCounter:
         stub.InvokeMethod = counted
 
 
-def _make_template(server: VcsimServer) -> None:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    si = _connect.SmartConnect(host=server.host, port=server.port, user=server.username, pwd=server.password,
-                               sslContext=context)
-    try:
-        content = si.RetrieveContent()
-        dc = content.searchIndex.FindByInventoryPath("DC0")
-        source = content.searchIndex.FindByInventoryPath("DC0/vm/DC0_H0_VM0")
-        folder = dc.vmFolder.CreateFolder("templates")
-        task = source.CloneVM_Task(folder=folder, name="debian-12",
-                                   spec=_vim.vm.CloneSpec(location=_vim.vm.RelocateSpec(), template=True))
-        while task.info.state not in ("success", "error"):
-            time.sleep(0.02)
-        if task.info.state != "success":
-            raise RuntimeError(f"template clone failed: {task.info.error}")
-    finally:
-        _connect.Disconnect(si)
-
-
 _names = itertools.count()
 
 
@@ -97,8 +70,9 @@ async def clone_to_ready(provider: VsphereProvider, pool: PoolTarget) -> tuple[s
     return vm, time.perf_counter() - started
 
 
-async def counted_clone(provider: VsphereProvider, pool: PoolTarget,
-                        counter: SoapCounter) -> tuple[str, float, int, int, int]:
+async def counted_clone(
+    provider: VsphereProvider, pool: PoolTarget, counter: SoapCounter
+) -> tuple[str, float, int, int, int]:
     """One clone-to-ready; also SOAP calls for ``create_vm``, for the ``vm_ready`` polls, and how many polls."""
     vm = f"bench{next(_names):05d}"
     started = time.perf_counter()
@@ -133,11 +107,18 @@ async def main(args: argparse.Namespace) -> None:
         sys.exit(f"vcsim unavailable: {last_build_error()}")
     counter = SoapCounter()
     with start_vcsim(0, binary=binary) as server:
-        _make_template(server)
-        options = {"server": server.host, "port": server.port, "username": server.username,
-                   "password": server.password, "insecure": True, "ready_check_port": 0,
-                   "connection_pool_size": 4, "connection_pool_timeout": 60,
-                   "clone_extra_config": {"SET.guest.ipAddress": "127.0.0.1"}}
+        make_template(server)
+        options = {
+            "server": server.host,
+            "port": server.port,
+            "username": server.username,
+            "password": server.password,
+            "insecure": True,
+            "ready_check_port": 0,
+            "connection_pool_size": 4,
+            "connection_pool_timeout": 60,
+            "clone_extra_config": {"SET.guest.ipAddress": "127.0.0.1"},
+        }
         provider = VsphereProvider("vsphere", options, executor_workers=16)
         pool = PoolTarget(name="bench", template=TEMPLATE, options={"folder": "vmpooler-bench/bench"})
         try:
@@ -156,17 +137,25 @@ async def main(args: argparse.Namespace) -> None:
                 durations.append(took)
                 made.append(vm)
             await destroy_all(provider, pool, made)
-            print(f"clone-to-ready (vcsim, sequential, n={args.clones}): "
-                  f"median {statistics.median(durations) * 1000:.1f} ms, p95 {p95(durations) * 1000:.1f} ms")
+            print(
+                f"clone-to-ready (vcsim, sequential, n={args.clones}): "
+                f"median {statistics.median(durations) * 1000:.1f} ms, p95 {p95(durations) * 1000:.1f} ms"
+            )
             calls = [c + r for c, r in zip(create_calls, ready_calls, strict=True)]
-            print(f"SOAP calls per clone-to-ready: median {statistics.median(calls):g} (min {min(calls)}, "
-                  f"max {max(calls)}): create_vm {statistics.median(create_calls):g}, vm_ready "
-                  f"{statistics.median(ready_calls):g} over a median {statistics.median(polls):g} poll(s)")
+            print(
+                f"SOAP calls per clone-to-ready: median {statistics.median(calls):g} (min {min(calls)}, "
+                f"max {max(calls)}): create_vm {statistics.median(create_calls):g}, vm_ready "
+                f"{statistics.median(ready_calls):g} over a median {statistics.median(polls):g} poll(s)"
+            )
 
             for concurrency in args.concurrency:
                 rates: list[float] = []
-                pools = [PoolTarget(name=f"bench{i}", template=TEMPLATE,
-                                    options={"folder": f"vmpooler-bench/bench{i}"}) for i in range(concurrency)]
+                pools = [
+                    PoolTarget(
+                        name=f"bench{i}", template=TEMPLATE, options={"folder": f"vmpooler-bench/bench{i}"}
+                    )
+                    for i in range(concurrency)
+                ]
                 for _ in range(args.runs):
                     made_by: list[list[str]] = [[] for _ in pools]
                     left = [args.batch]
@@ -182,12 +171,16 @@ async def main(args: argparse.Namespace) -> None:
                     rates.append(args.batch / (time.perf_counter() - started))
                     for target, vms in zip(pools, made_by, strict=True):
                         await destroy_all(provider, target, vms)
-                print(f"clones/s at concurrency {concurrency:2d} (connection pool 4, {args.batch} clones/run): "
-                      f"median {statistics.median(rates):.1f} over {args.runs} runs "
-                      f"({', '.join(f'{r:.1f}' for r in rates)})")
+                print(
+                    f"clones/s at concurrency {concurrency:2d} (connection pool 4, {args.batch} clones/run): "
+                    f"median {statistics.median(rates):.1f} over {args.runs} runs "
+                    f"({', '.join(f'{r:.1f}' for r in rates)})"
+                )
             breaker = provider.breaker
-            print(f"adaptive timeout after the run: {provider.timeout.current:g} s; circuit breaker: "
-                  f"{breaker.state.value if breaker else 'disabled'}")
+            print(
+                f"adaptive timeout after the run: {provider.timeout.current:g} s; circuit breaker: "
+                f"{breaker.state.value if breaker else 'disabled'}"
+            )
         finally:
             await provider.close()
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -21,44 +19,18 @@ import pytest
 
 pytest.importorskip("pyVmomi", reason="pyvmomi is not installed (pip install pyvmomi)")
 
-from pyVim import connect
-from pyVmomi import vim
 
 from commands.provider import PoolTarget, Provider, ProviderError
 from providers.vsphere import VsphereProvider
 from tests.contract.provider_contract import ProviderContract, VmTracker, wait_ready
-from tests.vcsim import VcsimServer, build_vcsim, last_build_error, start_vcsim
+from tests.vcsim import TEMPLATE, VcsimServer, build_vcsim, last_build_error, make_template, start_vcsim
 
-TEMPLATE = "templates/debian-12"
 BASE = "vmpooler-ct"
 
-_connect: Any = connect
-_vim: Any = vim
 
 
 def _pool(name: str) -> PoolTarget:
     return PoolTarget(name=name, template=TEMPLATE, options={"folder": f"{BASE}/{name}"})
-
-
-def _make_template(server: VcsimServer) -> None:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    si = _connect.SmartConnect(host=server.host, port=server.port, user=server.username, pwd=server.password,
-                               sslContext=context)
-    try:
-        content = si.RetrieveContent()
-        dc = content.searchIndex.FindByInventoryPath("DC0")
-        source = content.searchIndex.FindByInventoryPath("DC0/vm/DC0_H0_VM0")
-        folder = dc.vmFolder.CreateFolder("templates")
-        task = source.CloneVM_Task(folder=folder, name="debian-12",
-                                   spec=_vim.vm.CloneSpec(location=_vim.vm.RelocateSpec(), template=True))
-        deadline = time.monotonic() + 30
-        while task.info.state not in ("success", "error") and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert task.info.state == "success", task.info.error
-    finally:
-        _connect.Disconnect(si)
 
 
 @pytest.fixture(scope="module")
@@ -67,15 +39,23 @@ def vcsim() -> Iterator[VcsimServer]:
     if binary is None:
         pytest.skip(f"vcsim cannot be built: {last_build_error()}")
     with start_vcsim(0, binary=binary) as server:
-        _make_template(server)
+        make_template(server)
         yield server
 
 
 def _options(server: VcsimServer, **extra: Any) -> dict[str, Any]:
-    return {"server": server.host, "port": server.port, "username": server.username,
-            "password": server.password, "insecure": True, "ready_check_port": 0,
-            "connection_pool_size": 2, "connection_pool_timeout": 10,
-            "clone_extra_config": {"SET.guest.ipAddress": "127.0.0.1"}, **extra}
+    return {
+        "server": server.host,
+        "port": server.port,
+        "username": server.username,
+        "password": server.password,
+        "insecure": True,
+        "ready_check_port": 0,
+        "connection_pool_size": 2,
+        "connection_pool_timeout": 10,
+        "clone_extra_config": {"SET.guest.ipAddress": "127.0.0.1"},
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -148,8 +128,7 @@ async def test_clone_sets_hostname_guestinfo_and_powers_on(make: Any) -> None:
         assert info.ip == "127.0.0.1"
         assert info.host
 
-        found = await provider._call(
-            lambda ops: ops.find_vm(_target(provider, pool, vm)).config.extraConfig)
+        found = await provider._call(lambda ops: ops.find_vm(_target(provider, pool, vm)).config.extraConfig)
         values = {option.key: option.value for option in found}
         assert values["guestinfo.hostname"] == vm
     finally:
@@ -253,13 +232,16 @@ async def test_snapshot_errors_name_the_cause(make: Any) -> None:
         await tracker.cleanup()
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({}, "'server' is required"),
-    ({"server": "vc", "connection_pool_size": 0}, "connection_pool_size"),
-    ({"server": "vc", "connection_pool_timeout": "soon"}, "connection_pool_timeout"),
-    ({"server": "vc", "ready_check_port": "ssh"}, "ready_check_port"),
-    ({"server": "vc", "clone_extra_config": ["a"]}, "clone_extra_config"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({}, "'server' is required"),
+        ({"server": "vc", "connection_pool_size": 0}, "connection_pool_size"),
+        ({"server": "vc", "connection_pool_timeout": "soon"}, "connection_pool_timeout"),
+        ({"server": "vc", "ready_check_port": "ssh"}, "ready_check_port"),
+        ({"server": "vc", "clone_extra_config": ["a"]}, "clone_extra_config"),
+    ],
+)
 def test_bad_options_are_rejected(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         VsphereProvider("vsphere", options)

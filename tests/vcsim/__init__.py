@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["VcsimServer", "build_vcsim", "last_build_error", "start_vcsim"]
 
@@ -65,7 +66,9 @@ def last_build_error() -> str:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("VCSIM_CACHE_DIR") or Path(tempfile.gettempdir()) / f"vmpooler-vcsim-{os.getuid()}")
+    return Path(
+        os.environ.get("VCSIM_CACHE_DIR") or Path(tempfile.gettempdir()) / f"vmpooler-vcsim-{os.getuid()}"
+    )
 
 
 def _fingerprint(src: Path) -> str:
@@ -106,11 +109,22 @@ def build_vcsim() -> Path | None:
         work = Path(tmp) / "launcher"
         work.mkdir()
         shutil.copy(LAUNCHER, work / "main.go")
-        env = {**os.environ, "GO111MODULE": "off", "GOPATH": f"{overlay}:{GOCODE}", "GOFLAGS": "",
-               "GOCACHE": str(cache / "gocache")}
+        env = {
+            **os.environ,
+            "GO111MODULE": "off",
+            "GOPATH": f"{overlay}:{GOCODE}",
+            "GOFLAGS": "",
+            "GOCACHE": str(cache / "gocache"),
+        }
         out = Path(tmp) / "vcsim"
-        done = subprocess.run([go, "build", "-ldflags", "-s -w", "-o", str(out), "."], cwd=work, env=env,
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [go, "build", "-ldflags", "-s -w", "-o", str(out), "."],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0:
             _last_error = f"go build failed: {done.stderr.strip()[-2000:]}"
             return None
@@ -137,8 +151,14 @@ class VcsimServer:
 
 
 @contextlib.contextmanager
-def start_vcsim(port: int = 0, *, binary: Path | None = None, username: str = "user", password: str = "pass",
-                extra_args: tuple[str, ...] = ()) -> Iterator[VcsimServer]:
+def start_vcsim(
+    port: int = 0,
+    *,
+    binary: Path | None = None,
+    username: str = "user",
+    password: str = "pass",
+    extra_args: tuple[str, ...] = (),
+) -> Iterator[VcsimServer]:
     """Run vcsim on ``127.0.0.1:port`` (0 = random) with the default vCenter inventory; stop it on exit.
 
     Raises:
@@ -147,8 +167,12 @@ def start_vcsim(port: int = 0, *, binary: Path | None = None, username: str = "u
     binary = binary or build_vcsim()
     if binary is None:
         raise RuntimeError(f"vcsim unavailable: {last_build_error()}")
-    proc = subprocess.Popen([str(binary), "-l", f"127.0.0.1:{port}", "-username", username, "-password", password,
-                             *extra_args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [str(binary), "-l", f"127.0.0.1:{port}", "-username", username, "-password", password, *extra_args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 30
@@ -173,3 +197,39 @@ def start_vcsim(port: int = 0, *, binary: Path | None = None, username: str = "u
                 proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+TEMPLATE = "templates/debian-12"
+"""The template :func:`make_template` creates (its inventory path under the datacenter's VM folder)."""
+
+
+def make_template(server: VcsimServer, timeout: float = 30.0) -> None:
+    """Clone vcsim's stock VM ``DC0_H0_VM0`` into the template :data:`TEMPLATE` (raises if it fails)."""
+    import ssl
+
+    from pyVim import connect as connect_module
+    from pyVmomi import vim as vim_module
+
+    connect: Any = connect_module  # pyvmomi's API is untyped
+    vim: Any = vim_module
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    si = connect.SmartConnect(
+        host=server.host, port=server.port, user=server.username, pwd=server.password, sslContext=context
+    )
+    try:
+        content = si.RetrieveContent()
+        dc = content.searchIndex.FindByInventoryPath("DC0")
+        source = content.searchIndex.FindByInventoryPath("DC0/vm/DC0_H0_VM0")
+        folder = dc.vmFolder.CreateFolder(TEMPLATE.split("/")[0])
+        spec = vim.vm.CloneSpec(location=vim.vm.RelocateSpec(), template=True)
+        task = source.CloneVM_Task(folder=folder, name=TEMPLATE.split("/")[1], spec=spec)
+        deadline = time.monotonic() + timeout
+        while task.info.state not in ("success", "error") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if task.info.state != "success":
+            raise RuntimeError(f"template clone failed: {task.info.error}")
+    finally:
+        connect.Disconnect(si)
