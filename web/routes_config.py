@@ -65,8 +65,13 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
         # Tokens: once auth exists, `need_token!` goes here (after the gate, as in vmpooler).
         return not settings.config.experimental_features
 
-    async def payload(request: Request[Any, Any, Any]) -> dict[str, Any] | None:
-        return check(parse_json_payload(await read_body(request)))
+    async def opened(request: Request[Any, Any, Any]) -> dict[str, Any] | Response[bytes]:
+        """The request's JSON object, or the answer to give instead: 405 when the experimental
+        endpoints are off (before anything else), 404 for a JSON ``null``; bad JSON raises (400)."""
+        if gated():
+            return json_response(_NOT_OK, 405)
+        body = check(parse_json_payload(await read_body(request)))
+        return json_response(_NOT_OK, 404) if body is None else body
 
     def meta() -> Meta:
         return Meta("api", deps.new_id())
@@ -87,11 +92,9 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
           description='Body `{"<pool>": "<size>"}`' + _GATE,
           responses=docs(s200="unchanged", s201="changed", s400="`not_configured` or `message`"))
     async def poolsize(request: Request[Any, Any, Any]) -> Response[bytes]:
-        if gated():
-            return json_response(_NOT_OK, 405)
-        body = await payload(request)
-        if body is None:
-            return json_response(_NOT_OK, 404)
+        body = await opened(request)
+        if isinstance(body, Response):
+            return body
         invalid: list[str] = []
         for name, value in body.items():
             if not _pools(settings, name):
@@ -109,11 +112,9 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
           description='Body `{"<pool>": "<template path>"}`' + _GATE,
           responses=docs(s200="unchanged", s201="changed", s400="`bad_templates` or `message`"))
     async def pooltemplate(request: Request[Any, Any, Any]) -> Response[bytes]:
-        if gated():
-            return json_response(_NOT_OK, 405)
-        body = await payload(request)
-        if body is None:
-            return json_response(_NOT_OK, 404)
+        body = await opened(request)
+        if isinstance(body, Response):
+            return body
         invalid: list[str] = []
         for name, value in body.items():
             if not _pools(settings, name):
@@ -126,11 +127,9 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
           description='Body `{"<pool>": "<cluster>"}`' + _GATE,
           responses=docs(s200="unchanged", s201="changed", s400="`bad_templates` or `message`"))
     async def clonetarget(request: Request[Any, Any, Any]) -> Response[bytes]:
-        if gated():
-            return json_response(_NOT_OK, 405)
-        body = await payload(request)
-        if body is None:
-            return json_response(_NOT_OK, 404)
+        body = await opened(request)
+        if isinstance(body, Response):
+            return body
         invalid = [n for n, v in body.items() if not _pools(settings, n) or not isinstance(v, str)]
         return await apply(body, invalid, "bad_templates", service.set_clone_target)
 
@@ -138,11 +137,9 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
           description='Body `{"<pool>": "<anything>"}`' + _GATE,
           responses=docs(s201='{"ok": true}', s400="`bad_pools` or `message`"))
     async def poolreset(request: Request[Any, Any, Any]) -> Response[bytes]:
-        if gated():
-            return json_response(_NOT_OK, 405)
-        body = await payload(request)
-        if body is None:
-            return json_response(_NOT_OK, 404)
+        body = await opened(request)
+        if isinstance(body, Response):
+            return body
         invalid = [n for n in body if not _pools(settings, n)]
         if invalid:
             return json_response({"ok": False, "bad_pools": invalid}, 400)
