@@ -29,7 +29,8 @@ MAX_TAG_VALUE_LENGTH = 255
 MAX_LIFETIME_HOURS = 2**31 - 1
 
 _TAG_KEY = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)
-_TAG_VALUE_BAD_CHAR = re.compile(r"[^\w\s\-.@:/]", re.ASCII)
+# vmpooler's set plus the comma: Beaker tags every host with its roles as "master, agent".
+_TAG_VALUE_BAD_CHAR = re.compile(r"[^\w\s\-.@:/,]", re.ASCII)
 # Ruby's String#to_i: leading whitespace, a sign, digits with single underscores, junk ignored.
 _RUBY_INT_PREFIX = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+(?:_[0-9]+)*)", re.ASCII)
 _HUGE = 10**18
