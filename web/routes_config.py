@@ -16,6 +16,7 @@ from litestar import Request, Response, delete, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
+from commands.metrics import metric_segment
 from commands.pool import Meta
 from commands.pool_config import PoolConfig
 from commands.settings import Settings
@@ -23,7 +24,7 @@ from web._deps import Services
 from web._json import json_response, read_body
 from web.errors import check
 from web.routes_vm import PREFIX, docs
-from web.validation import parse_json_payload
+from web.validation import ValidationFailure, parse_json_payload
 
 __all__ = ["config_routes"]
 
@@ -65,13 +66,23 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
         # Tokens: once auth exists, `need_token!` goes here (after the gate, as in vmpooler).
         return not settings.config.experimental_features
 
-    async def opened(request: Request[Any, Any, Any]) -> dict[str, Any] | Response[bytes]:
+    async def opened(
+        request: Request[Any, Any, Any], family: str = "config"
+    ) -> dict[str, Any] | Response[bytes]:
         """The request's JSON object, or the answer to give instead: 405 when the experimental
-        endpoints are off (before anything else), 404 for a JSON ``null``; bad JSON raises (400)."""
+        endpoints are off (before anything else), 404 for a JSON ``null``; bad JSON raises (400)
+        and counts ``<family>.invalid.unknown``."""
         if gated():
             return json_response(_NOT_OK, 405)
-        body = check(parse_json_payload(await read_body(request)))
+        payload = parse_json_payload(await read_body(request))
+        if isinstance(payload, ValidationFailure):
+            deps.metrics.increment(f"{family}.invalid.unknown")
+        body = check(payload)
         return json_response(_NOT_OK, 404) if body is None else body
+
+    def count_invalid(family: str, names: list[str]) -> None:
+        for name in dict.fromkeys(names):
+            deps.metrics.increment(f"{family}.invalid.{metric_segment(name)}")
 
     def meta() -> Meta:
         return Meta("api", deps.new_id())
@@ -81,6 +92,7 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
         action: Callable[[str, Any, Meta], Awaitable[bool]],
     ) -> Response[bytes]:
         if invalid:
+            count_invalid("config", invalid)
             return json_response({"ok": False, key: invalid}, 400)
         m, changed = meta(), False
         for name, value in body.items():
@@ -137,11 +149,12 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
           description='Body `{"<pool>": "<anything>"}`' + _GATE,
           responses=docs(s201='{"ok": true}', s400="`bad_pools` or `message`"))
     async def poolreset(request: Request[Any, Any, Any]) -> Response[bytes]:
-        body = await opened(request)
+        body = await opened(request, "poolreset")
         if isinstance(body, Response):
             return body
         invalid = [n for n in body if not _pools(settings, n)]
         if invalid:
+            count_invalid("poolreset", invalid)
             return json_response({"ok": False, "bad_pools": invalid}, 400)
         m = meta()
         for name in body:

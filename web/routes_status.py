@@ -11,6 +11,7 @@ from litestar import Request, Response, get
 from litestar.handlers import HTTPRouteHandler
 from litestar.response import Redirect
 
+from commands.telemetry import StreamProbe, check_health
 from projectors.daily_stats import day_of
 from projectors.read_stats import combine
 from web._deps import Services
@@ -30,6 +31,8 @@ __all__ = ["status_routes"]
 log = logging.getLogger(__name__)
 
 _HEALTH_TIMEOUT_S = 2.0
+_HEALTH_MAX_LAG = 1000
+"""Entries a projection may be behind on one pool before ``/healthcheck`` answers 503."""
 
 
 def status_routes(s: Services) -> list[HTTPRouteHandler]:
@@ -80,16 +83,34 @@ def status_routes(s: Services) -> list[HTTPRouteHandler]:
             return json_response({"ok": False}, 404)
         return json_response(config_body(settings, await deps.reads.pool_status(pool_names)))
 
-    @get("/healthcheck", summary="Liveness: does Redis answer",
-         responses=docs(s200='{"ok": true}', s503='{"ok": false}: Redis does not answer'))
+    probe = StreamProbe(deps.redis, deps.keys, cap=_HEALTH_MAX_LAG + 1)
+    # a busy worker heartbeats every third of the reclaim idle time; give it a whole idle time
+    live_ms = max(60_000, settings.config.reclaim_idle_seconds * 1000)
+
+    @get("/healthcheck", summary="Health: Redis, projector lag, worker liveness",
+         description="200 when Redis answers, no projection is more than "
+                     f"{_HEALTH_MAX_LAG} entries behind on a pool, and a worker is alive whenever "
+                     "work waits; 503 otherwise. The body explains (`problems`).",
+         responses=docs(s200='{"ok": true, "redis": true, "lag": {"<group>": <entries>}, "workers": '
+                             '{"live": <n>, "waiting": <n>}, "problems": []}',
+                        s503='{"ok": false, ...} with `problems`; {"ok": false, "redis": false} '
+                             "when Redis does not answer"))
     async def healthcheck() -> Response[bytes]:
         try:
             async with asyncio.timeout(_HEALTH_TIMEOUT_S):
                 await deps.redis.ping()
+                health = await check_health(probe, pool_names, max_lag=_HEALTH_MAX_LAG, live_ms=live_ms)
         except Exception as exc:  # any failure to answer is "unhealthy", never a 500
             log.warning("healthcheck: Redis does not answer: %r", exc)
-            return json_response({"ok": False}, 503)
-        return json_response({"ok": True})
+            return json_response({"ok": False, "redis": False}, 503)
+        body = {
+            "ok": health.ok,
+            "redis": True,
+            "lag": health.lag,
+            "workers": {"live": health.live_workers, "waiting": health.waiting},
+            "problems": health.problems,
+        }
+        return json_response(body, 200 if health.ok else 503)
 
     @get("/", summary="Redirect to the dashboard", include_in_schema=False)
     async def root() -> Redirect:

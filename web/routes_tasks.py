@@ -64,6 +64,7 @@ def task_routes(s: Services) -> list[HTTPRouteHandler]:
     async def add_disk(
         hostname: FromPath[str], size: FromPath[str], request: Request[Any, Any, Any]
     ) -> Response[bytes]:
+        deps.metrics.increment("http_requests_vm_total.post.vm.disksize")
         await s.auth.requester(request, required=True)  # before anything else, as vmpooler
         vm = shorten_hostname(check(validate_hostname(hostname)))
         await authorize(request, vm)
@@ -81,6 +82,7 @@ def task_routes(s: Services) -> list[HTTPRouteHandler]:
         ),
     )
     async def take_snapshot(hostname: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+        deps.metrics.increment("http_requests_vm_total.post.vm.snapshot")
         await s.auth.requester(request, required=True)
         vm = shorten_hostname(hostname)  # vmpooler does not validate hostnames here; unknown ones are 404
         pool = await s.vm_ops.locate(vm)

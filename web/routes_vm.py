@@ -6,20 +6,22 @@ Failures are raised and rendered by ``web.errors``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from litestar import Request, Response, delete, get, post, put
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
-from commands.errors import NotFound
+from commands.errors import NotFound, QuotaError
+from commands.metrics import metric_segment
 from commands.pool import Meta
 from web._deps import Services
 from web._json import OK, json_response, read_body
 from web._render import checkout_body, vm_body
 from web.errors import check
 from web.validation import (
+    ValidationFailure,
     checkout_request_from_body,
     checkout_request_from_path,
     parse_json_body,
@@ -31,6 +33,8 @@ from web.validation import (
 __all__ = ["docs", "vm_routes"]
 
 PREFIX = "/api/v3"
+
+T = TypeVar("T")
 
 
 def docs(**described: str) -> dict[int, ResponseSpec]:
@@ -57,12 +61,45 @@ def vm_routes(s: Services) -> list[HTTPRouteHandler]:
     deps, settings = s.deps, s.deps.settings
     pool_names = list(settings.pool_names)
     max_lifetime, allowed_tags = settings.config.max_lifetime_upper_limit, settings.config.allowed_tags
+    metrics = deps.metrics
+
+    def counted(operation: str) -> None:
+        metrics.increment(f"http_requests_vm_total.{operation}")
 
     async def hand_out(wanted: list[tuple[str, int]], request: Request[Any, Any, Any]) -> Response[bytes]:
         # With auth configured, a sent X-AUTH-TOKEN must be valid (401); its user owns the VMs.
         requester = await s.auth.requester(request, required=False)
-        taken = await s.checkout.checkout(wanted, correlation_id=deps.new_id(), requester=requester)
+        for name, _ in wanted:
+            if not settings.candidates(name):
+                metrics.increment(f"checkout.invalid.{metric_segment(name)}")
+        try:
+            taken = await s.checkout.checkout(wanted, correlation_id=deps.new_id(), requester=requester)
+        except QuotaError:
+            for name in await short_of(wanted):
+                metrics.increment(f"checkout.empty.{metric_segment(name)}")
+            raise
         return json_response(checkout_body(settings, taken))
+
+    async def short_of(wanted: list[tuple[str, int]]) -> list[str]:
+        """The requested names that could not be served (by the status projection), for
+        ``checkout.empty``; the only name when there is one."""
+        if len(wanted) == 1:
+            return [wanted[0][0]]
+        try:
+            views = await deps.reads.pool_status(
+                sorted({p for n, _ in wanted for p in settings.candidates(n)})
+            )
+        except Exception:  # a metric must never change the answer
+            return [wanted[0][0]]
+        ready = {pool: view.counts.get("ready", 0) for pool, view in views.items()}
+        short = [n for n, count in wanted if sum(ready[p] for p in settings.candidates(n)) < count]
+        return short or [wanted[0][0]]
+
+    def checked(result: T | ValidationFailure) -> T:
+        """A checkout request's validated value; a malformed one counts ``checkout.invalid.unknown``."""
+        if isinstance(result, ValidationFailure):
+            metrics.increment("checkout.invalid.unknown")
+        return check(result)
 
     async def check_owner(request: Request[Any, Any, Any], vm: str) -> None:
         # Tokens exist only with auth configured; a VM checked out with one needs that token (401).
@@ -87,8 +124,9 @@ def vm_routes(s: Services) -> list[HTTPRouteHandler]:
         description='Body `{"<pool or alias>": "<count>", ...}`; all VMs or none.',
     )
     async def checkout_json(request: Request[Any, Any, Any]) -> Response[bytes]:
-        body = check(parse_json_body(await read_body(request)))
-        return await hand_out(check(checkout_request_from_body(body)), request)
+        counted("post.vm.checkout")
+        body = checked(parse_json_body(await read_body(request)))
+        return await hand_out(checked(checkout_request_from_body(body)), request)
 
     @post(
         f"{PREFIX}/vm/{{hostname:str}}",
@@ -98,7 +136,8 @@ def vm_routes(s: Services) -> list[HTTPRouteHandler]:
         description="`<a>+<b>+<a>`: one VM per occurrence of a pool or alias; the body is ignored.",
     )
     async def checkout_path(hostname: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
-        return await hand_out(check(checkout_request_from_path(hostname)), request)
+        counted("get.vm.template")  # vmpooler's name for this POST
+        return await hand_out(checked(checkout_request_from_path(hostname)), request)
 
     @get(
         f"{PREFIX}/vm/{{hostname:str}}",
@@ -110,6 +149,7 @@ def vm_routes(s: Services) -> list[HTTPRouteHandler]:
         ),
     )
     async def show_vm(hostname: FromPath[str]) -> Response[bytes]:
+        counted("get.vm.hostname")
         vm = shorten_hostname(check(validate_hostname(hostname)))
         view = await deps.reads.vm(vm)
         body = vm_body(view, settings, deps.clock()) if view is not None else None
@@ -130,6 +170,7 @@ def vm_routes(s: Services) -> list[HTTPRouteHandler]:
         ),
     )
     async def update_vm(hostname: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+        counted("put.vm.modify")
         vm = shorten_hostname(check(validate_hostname(hostname)))
         pool = await s.vm_ops.locate(vm)
         body = check(parse_json_body(await read_body(request)))
@@ -156,11 +197,16 @@ def vm_routes(s: Services) -> list[HTTPRouteHandler]:
         ),
     )
     async def return_vm(hostname: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+        counted("delete.vm.hostname")
         vm = shorten_hostname(check(validate_hostname(hostname)))
-        if s.auth.configured:  # an unknown VM is 404 before any 401
-            await s.vm_ops.locate(vm)
-            await check_owner(request, vm)
-        await s.vm_ops.give_back(vm, Meta("api", deps.new_id()))
+        try:
+            if s.auth.configured:  # an unknown VM is 404 before any 401
+                await s.vm_ops.locate(vm)
+                await check_owner(request, vm)
+            await s.vm_ops.give_back(vm, Meta("api", deps.new_id()))
+        except NotFound:  # delete.success is counted from the log (projectors.metrics)
+            metrics.increment("delete.failed")
+            raise
         return json_response(OK)
 
     return [list_pools, checkout_json, checkout_path, show_vm, update_vm, return_vm]

@@ -41,7 +41,7 @@ def test_service_survives_a_redis_crash_and_restart(tmp_path: Path) -> None:
 
         redis.kill()
         assert http("POST", f"{base}/api/v3/vm/centos-9") == (503, {"ok": False})  # not a 500
-        assert http("GET", f"{base}/healthcheck") == (503, {"ok": False})
+        assert http("GET", f"{base}/healthcheck") == (503, {"ok": False, "redis": False})
 
         redis = RedisServer(data, port=port, appendonly=True).start()
         until(lambda: http("GET", f"{base}/healthcheck")[0] == 200, what="the service to see Redis again")

@@ -1,0 +1,36 @@
+"""The composition root wires the metric sources into the manager role: a real service (dummy
+provider) clones VMs and its metrics projection and sampler reach a real statsd listener."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.integration._metrics_env import UdpListener, until
+from vmpooler.config import parse_settings
+from vmpooler.wiring import Service, open_redis
+
+
+async def test_manager_role_emits_clone_ready_and_sampled_metrics(redis_url: str, prefix: str) -> None:
+    async with UdpListener.running() as udp:
+        doc = {
+            "redis": {"url": redis_url, "prefix": prefix},
+            "pools": [{"name": "pool1", "size": 2}],
+            "statsd": {"server": "127.0.0.1", "port": udp.port, "prefix": "vmp"},
+        }
+        service = Service(parse_settings(doc, env={}), open_redis(parse_settings(doc, env={})))
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run_manager(stop))
+
+        def seen(start: str) -> bool:
+            return any(line.startswith(start) for line in udp.lines)
+
+        try:
+            for name in ("vmp.vmpooler_clone.pool1:", "vmp.time_to_ready_state.pool1:", "vmp.ready.pool1:"):
+                await until(lambda name=name: seen(name), name, within=20)
+            await until(lambda: seen("vmp.consumer_lag.workers.pool1:"), "the sampler", within=20)
+            assert seen("vmp.live_workers:")
+            assert seen("vmp.stream_length.pool1:")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 20)
+            await service.close()
