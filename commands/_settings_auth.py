@@ -9,6 +9,7 @@ import msgspec
 __all__ = ["AuthSettings", "LdapEncryption", "LdapServiceAccount", "LdapSettings"]
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=300)]
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True):
@@ -31,8 +32,11 @@ class LdapEncryption(_Section, frozen=True):
     """``:auth: :ldap: encryption``.
 
     Attributes:
-        method: ``simple_tls`` or ``start_tls`` (a Ruby symbol's leading ``:`` is dropped); empty for none.
-        tls_options: TLS options as given (for example ``ssl_version``).
+        method: ``simple_tls`` (LDAPS) or ``start_tls`` (a Ruby symbol's leading ``:`` is dropped); empty
+            or ``plain`` for none.
+        tls_options: TLS options as given. Used: ``ca_file`` (CA bundle to verify the server with),
+            ``verify_mode`` (``none`` turns certificate checks off; default: verify); others, such as
+            Ruby's ``ssl_version``, are accepted and ignored (the TLS version is negotiated).
     """
 
     method: str = ""
@@ -49,6 +53,8 @@ class LdapSettings(_Section, frozen=True):
         user_object: user attributes (``uid``, ``cn`` ...); each is tried with each base.
         service_account_hash: service account to bind with before searching; ``None`` binds as the user.
         encryption: transport encryption; ``None`` for plain LDAP.
+        timeout: seconds one authentication may take in all (connect, TLS, binds, search) before the
+            API answers 503; not a vmpooler key.
     """
 
     host: str = ""
@@ -57,6 +63,7 @@ class LdapSettings(_Section, frozen=True):
     user_object: tuple[str, ...] = ()
     service_account_hash: LdapServiceAccount | None = None
     encryption: LdapEncryption | None = None
+    timeout: Seconds = 10.0
 
 
 class AuthSettings(_Section, frozen=True):
@@ -66,7 +73,11 @@ class AuthSettings(_Section, frozen=True):
         provider: ``dummy`` (any user whose name differs from the password; for development only) or
             ``ldap``.
         ldap: LDAP settings, required when ``provider`` is ``ldap``.
+        admins: users whose tokens may change, return and delete any VM or on-demand request, not
+            only those checked out with the same token (a string in the YAML becomes one entry);
+            not a vmpooler key.
     """
 
     provider: Literal["dummy", "ldap"]
     ldap: LdapSettings | None = None
+    admins: tuple[str, ...] = ()

@@ -173,6 +173,8 @@ def build_auth(raw: Any) -> AuthSettings | None:
     if not raw:
         return None
     body = mapping(raw, ":auth:")
+    if isinstance(body.get("admins"), str):
+        body["admins"] = [body["admins"]]
     if "ldap" in body:
         body["ldap"] = _ldap(mapping(body["ldap"], ":auth: ldap:"))
     auth = convert(body, AuthSettings, ":auth:")

@@ -45,7 +45,7 @@ def token_routes(s: Services) -> list[HTTPRouteHandler]:
     )
     async def list_tokens(request: Request[Any, Any, Any]) -> Response[bytes]:
         enabled()
-        mine = await tokens.for_user(auth.basic_user(request))
+        mine = await tokens.for_user(await auth.basic_user(request))
         if not mine:
             raise NotFound("no tokens")
         body: dict[str, Any] = {"ok": True}
@@ -69,7 +69,7 @@ def token_routes(s: Services) -> list[HTTPRouteHandler]:
     )
     async def create_token(request: Request[Any, Any, Any]) -> Response[bytes]:
         enabled()
-        return json_response({"ok": True, "token": await tokens.create(auth.basic_user(request))})
+        return json_response({"ok": True, "token": await tokens.create(await auth.basic_user(request))})
 
     @get(
         f"{PREFIX}/token/{{token:str}}",
@@ -105,7 +105,7 @@ def token_routes(s: Services) -> list[HTTPRouteHandler]:
     )
     async def revoke_token(token: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         enabled()
-        if not await tokens.revoke(token, auth.basic_user(request)):
+        if not await tokens.revoke(token, await auth.basic_user(request)):
             raise Unauthorized("no such token of yours")  # vmpooler answers 401 for a missing token
         return json_response(OK)
 

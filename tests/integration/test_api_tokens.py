@@ -15,7 +15,9 @@ from vmpooler.config import parse_settings
 from vmpooler.wiring import RedisHandle, Service
 
 POOLS = [{"name": "pool1", "size": 2}]
-AUTH = make_settings(POOLS, auth={"provider": "dummy"}, config={"vm_lifetime": 6, "vm_lifetime_auth": 48})
+AUTH = make_settings(
+    POOLS, auth={"provider": "dummy", "admins": "root"}, config={"vm_lifetime": 6, "vm_lifetime_auth": 48}
+)
 NO_AUTH = make_settings(POOLS)
 
 
@@ -128,6 +130,18 @@ async def test_checkout_with_a_token_owns_the_vm(api: ApiEnv) -> None:
     mine = {"X-AUTH-TOKEN": token}
     assert (await api.client.put(f"/api/v3/vm/{vm}", json={"lifetime": 2}, headers=mine)).status_code == 200
     assert (await api.client.delete(f"/api/v3/vm/{vm}", headers=mine)).status_code == 200
+
+
+async def test_an_admin_token_may_change_and_return_any_vm(api: ApiEnv) -> None:
+    token = await new_token(api)
+    taken = await api.client.post("/api/v3/vm/pool1", headers={"X-AUTH-TOKEN": token})
+    vm = body(taken)["pool1"]["hostname"].split(".")[0]
+    await api.project()
+    admin = {"X-AUTH-TOKEN": await new_token(api, basic("root", "toor"))}
+    put = await api.client.put(f"/api/v3/vm/{vm}", json={"lifetime": 3}, headers=admin)
+    assert (put.status_code, body(put)) == (200, {"ok": True})
+    assert (await api.client.post(f"/api/v3/vm/{vm}/snapshot", headers=admin)).status_code == 202
+    assert (await api.client.delete(f"/api/v3/vm/{vm}", headers=admin)).status_code == 200
 
 
 async def test_anonymous_checkout_still_works_with_auth_on(api: ApiEnv) -> None:
