@@ -6,7 +6,8 @@ executor, connection pool, circuit breaker and adaptive timeout) measures:
 * clone-to-ready: ``create_vm`` then ``vm_ready`` polled every 50 ms until true, one clone at a time
   (median and p95 over ``--clones``); vcsim clones instantly and has no guests (the guest IP comes from
   vcsim's ``SET.guest.ipAddress``, the TCP port check is off), so this is our and pyvmomi's overhead plus
-  vcsim's, not a real vCenter's clone time;
+  vcsim's, not a real vCenter's clone time. The provider runs with its defaults (linked clones on: one read
+  of the template's snapshot per clone; no host selection), plus ``create_folders``;
 * SOAP calls per clone: every request pyvmomi sends, counted by wrapping ``SoapStubAdapter.InvokeMethod``
   (the one method that POSTs a SOAP envelope; property reads go through it too), over create + ready checks;
   logins made while the pool grows are left out (the pool is warmed first);
@@ -114,6 +115,7 @@ async def main(args: argparse.Namespace) -> None:
             "username": server.username,
             "password": server.password,
             "insecure": True,
+            "create_folders": True,
             "ready_check_port": 0,
             "connection_pool_size": 4,
             "connection_pool_timeout": 60,

@@ -55,8 +55,9 @@ def provider_error(exc: BaseException) -> ProviderError:
     if isinstance(exc, vim.fault.InvalidLogin):
         return ProviderError(f"vSphere login failed: {getattr(exc, 'msg', '')}", permanent=True)
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return ProviderError(f"vSphere TLS certificate rejected (set insecure to skip checks): {exc}",
-                             permanent=True)
+        return ProviderError(
+            f"vSphere TLS certificate rejected (set insecure to skip checks): {exc}", permanent=True
+        )
     if isinstance(exc, vmodl.MethodFault):
         return ProviderError(f"vSphere fault {type(exc).__name__}: {getattr(exc, 'msg', '')}")
     return ProviderError(f"vSphere call failed: {type(exc).__name__}: {exc}")
@@ -82,14 +83,23 @@ class Ticket:
 class ConnectionPool:
     """Up to ``size`` logged-in sessions; :meth:`run` lends one to a blocking function."""
 
-    def __init__(self, creds: Credentials, *, size: int, timeout: float,
-                 socket_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        creds: Credentials,
+        *,
+        size: int,
+        timeout: float,
+        socket_timeout: float | None = None,
+        on_login: Callable[[bool], None] = lambda ok: None,
+    ) -> None:
         if size < 1:
             raise ValueError(f"connection_pool_size must be at least 1, got {size}")
         self.creds = creds
         self.size = size
         self.timeout = timeout
         self.socket_timeout = socket_timeout
+        self.on_login = on_login
+        """Told of every login attempt: ``True`` when it succeeded (vmpooler's ``connect.open|fail``)."""
         self.discarded = 0
         """Sessions dropped because their call was abandoned."""
         self._idle: queue.LifoQueue[_Session] = queue.LifoQueue()
@@ -104,10 +114,18 @@ class ConnectionPool:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         try:
-            si = _connect.SmartConnect(host=c.server, port=c.port, user=c.username, pwd=c.password,
-                                       sslContext=context, httpConnectionTimeout=self.socket_timeout)
+            si = _connect.SmartConnect(
+                host=c.server,
+                port=c.port,
+                user=c.username,
+                pwd=c.password,
+                sslContext=context,
+                httpConnectionTimeout=self.socket_timeout,
+            )
         except Exception as exc:
+            self.on_login(False)
             raise provider_error(exc) from exc
+        self.on_login(True)
         return _Session(si)
 
     def _checkout(self) -> _Session:
@@ -131,8 +149,9 @@ class ConnectionPool:
         try:
             return self._idle.get(timeout=self.timeout)
         except queue.Empty:
-            raise ProviderError(f"no vSphere connection free within {self.timeout} s "
-                                f"(connection_pool_size {self.size})") from None
+            raise ProviderError(
+                f"no vSphere connection free within {self.timeout} s (connection_pool_size {self.size})"
+            ) from None
 
     def _checkin(self, session: _Session | None) -> None:
         if session is None or self._closed:

@@ -8,9 +8,8 @@ a container view, so lookups cost one call and see only the pool's folder.
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
-import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,12 +21,18 @@ from providers.vsphere.connection import wait_task
 _vim: Any = vim  # data-object constructors are untyped in the pyvmomi stubs
 _UNUSABLE_IP_PREFIXES = ("0.", "169.254.")  # unset or link-local: the guest has no real address yet
 
-__all__ = ["Placement", "Target", "VmOps", "clean_path", "port_open"]
+__all__ = ["OpsCache", "Placement", "Target", "VmOps", "clean_path", "port_open"]
+
+# ServiceContent per session (keyed by its SOAP stub, which its references are bound to): fetched once,
+# not on every call
+_contents: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
 class Placement:
-    """Where clones go: pool options ``datacenter``, ``folder``, ``datastore``, ``pool`` and the clone target."""
+    """Where and how clones go: pool options ``datacenter``, ``folder``, ``datastore``, ``pool``,
+    ``network``, ``create_linked_clone``, the clone target, and the provider's folder, host-selection and
+    delta-disk switches."""
 
     datacenter: str
     folder: str
@@ -35,7 +40,12 @@ class Placement:
     datastore: str = ""
     resource_pool: str = ""
     clone_target: str = ""
+    network: str = ""
     extra_config: dict[str, str] = field(default_factory=dict)
+    linked_clone: bool = False
+    create_folders: bool = True
+    select_host: bool = False
+    delta_disks: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,12 +60,28 @@ def clean_path(path: str) -> str:
     return "/".join(part for part in path.split("/") if part)
 
 
-class VmOps:
-    """pyvmomi calls on one logged-in ``ServiceInstance``."""
+@dataclass
+class OpsCache:
+    """What one provider learns once and reuses across sessions: datacenter inventory paths (by configured
+    name, ``""`` for the first datacenter) and the templates it gave delta disks (see ``add_delta_disks``)."""
 
-    def __init__(self, si: vim.ServiceInstance) -> None:
+    dc_paths: dict[str, str] = field(default_factory=dict)
+    prepared: set[str] = field(default_factory=set)
+
+
+class VmOps:
+    """pyvmomi calls on one logged-in ``ServiceInstance``. Datacenters are named as configured (``""``: the
+    first one) and resolved to inventory paths once per provider."""
+
+    def __init__(self, si: vim.ServiceInstance, cache: OpsCache | None = None) -> None:
         self.si = si
-        self.content: Any = si.RetrieveContent()
+        stub = si._stub
+        content = _contents.get(stub)
+        if content is None:
+            content = _contents[stub] = si.RetrieveContent()
+        self.content: Any = content
+        self.cache = cache if cache is not None else OpsCache()
+        self.prepared = self.cache.prepared
 
     # lookups ------------------------------------------------------------------------------------------------
 
@@ -78,12 +104,19 @@ class VmOps:
             parent = parent.parent
         return "/".join(parts)
 
-    def by_path(self, dc: Any, kind: str, path: str) -> Any:
-        return self.content.searchIndex.FindByInventoryPath(f"{self._dc_path(dc)}/{kind}/{clean_path(path)}")
+    def dc_path(self, dc: str) -> str:
+        """The inventory path of the datacenter configured as ``dc``."""
+        path = self.cache.dc_paths.get(dc)
+        if path is None:
+            path = self.cache.dc_paths[dc] = self._dc_path(self.datacenter(dc))
+        return path
+
+    def by_path(self, dc: str, kind: str, path: str) -> Any:
+        """The entity at ``path`` under datacenter ``dc``'s ``kind`` folder (``vm``, ``host``), or ``None``."""
+        return self.content.searchIndex.FindByInventoryPath(f"{self.dc_path(dc)}/{kind}/{clean_path(path)}")
 
     def find_vm(self, t: Target) -> Any:
-        dc = self.datacenter(t.placement.datacenter)
-        found = self.by_path(dc, "vm", f"{t.placement.folder}/{t.vm}")
+        found = self.by_path(t.placement.datacenter, "vm", f"{t.placement.folder}/{t.vm}")
         return found if isinstance(found, vim.VirtualMachine) else None
 
     def require_vm(self, t: Target) -> Any:
@@ -97,33 +130,55 @@ class VmOps:
         runtime = summary.runtime
         guest = summary.guest
         ip = (guest.ipAddress if guest else "") or ""
-        return VmInfo(name=vm.name, hostname=(guest.hostName if guest else "") or "",
-                      ip="" if ip.startswith(_UNUSABLE_IP_PREFIXES) else ip,
-                      host=runtime.host.name if runtime.host is not None else "",
-                      powered_on=runtime.powerState == vim.VirtualMachine.PowerState.poweredOn,
-                      template=template)
+        return VmInfo(
+            name=summary.config.name if summary.config is not None else vm.name,
+            hostname=(guest.hostName if guest else "") or "",
+            ip="" if ip.startswith(_UNUSABLE_IP_PREFIXES) else ip,
+            host=runtime.host.name if runtime.host is not None else "",
+            powered_on=runtime.powerState == vim.VirtualMachine.PowerState.poweredOn,
+            template=template,
+        )
 
     def list_vms(self, p: Placement) -> list[str]:
-        folder = self.by_path(self.datacenter(p.datacenter), "vm", p.folder)
+        folder = self.by_path(p.datacenter, "vm", p.folder)
         if not isinstance(folder, vim.Folder):
             return []
         return [child.name for child in folder.childEntity if isinstance(child, vim.VirtualMachine)]
 
     # create -------------------------------------------------------------------------------------------------
 
-    def ensure_folder(self, dc: Any, path: str) -> Any:
-        folder = dc.vmFolder
+    def ensure_folder(self, dc: str, path: str, *, create: bool = True) -> Any:
+        """The VM folder at ``path``, created part by part when ``create`` (vmpooler's ``create_folders``).
+
+        Raises:
+            ProviderError: (permanent) when it does not exist and ``create`` is false.
+        """
+        found = self.by_path(dc, "vm", path)
+        if isinstance(found, vim.Folder):
+            return found
+        if not create:
+            raise ProviderError(
+                f"folder {clean_path(path)!r} not found (set create_folders to create it)", permanent=True
+            )
+        folder = self.datacenter(dc).vmFolder
         for part in clean_path(path).split("/"):
-            child = next((c for c in folder.childEntity if isinstance(c, vim.Folder) and c.name == part), None)
+            child = next(
+                (c for c in folder.childEntity if isinstance(c, vim.Folder) and c.name == part), None
+            )
             if child is None:
                 try:
                     child = folder.CreateFolder(part)
                 except vim.fault.DuplicateName:  # another worker made it first
-                    child = next(c for c in folder.childEntity if isinstance(c, vim.Folder) and c.name == part)
+                    child = next(
+                        c for c in folder.childEntity if isinstance(c, vim.Folder) and c.name == part
+                    )
             folder = child
         return folder
 
-    def _resource_pool(self, dc: Any, p: Placement) -> Any:
+    def resource_pool(self, p: Placement) -> Any:
+        """The resource pool clones of ``p`` go to: its ``pool``, else its clone target cluster's root pool,
+        else the first compute resource's."""
+        dc = p.datacenter
         if p.resource_pool:
             found = self.by_path(dc, "host", p.resource_pool)
             if isinstance(found, vim.ResourcePool):
@@ -136,46 +191,18 @@ class VmOps:
             if not isinstance(found, vim.ComputeResource):
                 raise ProviderError(f"clone target {p.clone_target!r} not found", permanent=True)
             return found.resourcePool
-        for child in dc.hostFolder.childEntity:
+        for child in self.datacenter(dc).hostFolder.childEntity:
             if isinstance(child, vim.ComputeResource):
                 return child.resourcePool
         raise ProviderError("no compute resource in the datacenter", permanent=True)
 
-    def _datastore(self, dc: Any, name: str) -> Any:
+    def datastore(self, dc: str, name: str) -> Any:
         if not name:
             return None
-        for ds in dc.datastore:
+        for ds in self.datacenter(dc).datastore:
             if ds.name == name:
                 return ds
         raise ProviderError(f"datastore {name!r} not found", permanent=True)
-
-    def create(self, t: Target) -> Any:
-        """Clone the template into the pool folder (adopting an existing VM), then power it on."""
-        p = t.placement
-        dc = self.datacenter(p.datacenter)
-        existing = self.find_vm(t)
-        if existing is not None:
-            return existing
-        template = self.by_path(dc, "vm", p.template) if p.template else None
-        if not isinstance(template, vim.VirtualMachine):
-            raise ProviderError(f"template {p.template!r} not found", permanent=True)
-        location = _vim.vm.RelocateSpec(pool=self._resource_pool(dc, p))
-        datastore = self._datastore(dc, p.datastore)
-        if datastore is not None:
-            location.datastore = datastore
-        extra = {**p.extra_config, "guestinfo.hostname": t.vm}
-        annotation = json.dumps({"created_by": "vmpooler", "base_template": p.template,
-                                 "creation_timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        config = _vim.vm.ConfigSpec(annotation=annotation, extraConfig=[
-            _vim.option.OptionValue(key=key, value=value) for key, value in extra.items()])
-        spec = _vim.vm.CloneSpec(location=location, config=config, powerOn=False, template=False)
-        folder = self.ensure_folder(dc, p.folder)
-        try:
-            vm = wait_task(template.CloneVM_Task(folder=folder, name=t.vm, spec=spec))
-        except vim.fault.DuplicateName:
-            vm = self.require_vm(t)
-        self.power_on(vm)
-        return vm
 
     def power_on(self, vm: Any) -> None:
         if vm.runtime.powerState == vim.VirtualMachine.PowerState.poweredOn:
@@ -202,8 +229,11 @@ class VmOps:
         vm = self.find_vm(t)
         if vm is None:
             return None
-        info = self.info(vm, "")
-        return info.ip if info.powered_on and info.ip else None
+        summary = vm.summary  # one read: power state and guest IP (not the host, which info() needs)
+        ip = (summary.guest.ipAddress if summary.guest else "") or ""
+        if summary.runtime.powerState != vim.VirtualMachine.PowerState.poweredOn:
+            return None
+        return None if not ip or ip.startswith(_UNUSABLE_IP_PREFIXES) else ip
 
     def add_disk(self, t: Target, size_gb: int) -> None:
         if size_gb <= 0:
@@ -217,12 +247,19 @@ class VmOps:
         used.add(7)  # the controller's own unit
         unit = next(u for u in range(16) if u not in used)
         disk = _vim.vm.device.VirtualDisk(
-            key=-101, controllerKey=controller.key, unitNumber=unit, capacityInKB=size_gb * 1024 * 1024,
-            backing=_vim.vm.device.VirtualDisk.FlatVer2BackingInfo(diskMode="persistent", thinProvisioned=True,
-                                                                  fileName=""))
+            key=-101,
+            controllerKey=controller.key,
+            unitNumber=unit,
+            capacityInKB=size_gb * 1024 * 1024,
+            backing=_vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
+                diskMode="persistent", thinProvisioned=True, fileName=""
+            ),
+        )
         change = _vim.vm.device.VirtualDeviceSpec(
             operation=vim.vm.device.VirtualDeviceSpec.Operation.add,
-            fileOperation=vim.vm.device.VirtualDeviceSpec.FileOperation.create, device=disk)
+            fileOperation=vim.vm.device.VirtualDeviceSpec.FileOperation.create,
+            device=disk,
+        )
         wait_task(vm.ReconfigVM_Task(spec=_vim.vm.ConfigSpec(deviceChange=[change])))
 
     def snapshot(self, t: Target, name: str) -> None:

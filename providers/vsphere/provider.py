@@ -8,47 +8,28 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import redis.asyncio as aioredis
 from pyVmomi import vim
 
 from commands.provider import PoolTarget, ProviderError, VmInfo
+from providers.vsphere.clone import Migration, create, current_host, migrate
 from providers.vsphere.connection import ConnectionPool, Credentials, Ticket
-from providers.vsphere.ops import Placement, Target, VmOps, port_open
+from providers.vsphere.hosts import HostSelector
+from providers.vsphere.ops import OpsCache, Placement, Target, VmOps, port_open
+from providers.vsphere.options import (
+    ProviderMetrics,
+    VsphereOptions,
+    merge_options,
+    metric_segment,
+    snapshot_tuning,
+)
 from providers.vsphere.purge import purge
 from providers.vsphere.resilience import AdaptiveTimeout, CircuitBreaker, CircuitOpenError
+from providers.vsphere.slots import LocalSlots, MigrationSlots, RedisSlots
 
 __all__ = ["VsphereProvider"]
 
 T = TypeVar("T")
-
-DEFAULT_POOL_SIZE = 10
-DEFAULT_POOL_TIMEOUT = 60.0
-
-
-def _int(options: Mapping[str, Any], key: str, default: int) -> int:
-    value = options.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"vsphere provider option {key!r} must be an integer, got {value!r}")
-    return value
-
-
-def _float(options: Mapping[str, Any], key: str, default: float) -> float:
-    value = options.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ValueError(f"vsphere provider option {key!r} must be a non-negative number, got {value!r}")
-    return float(value)
-
-
-def _snapshot_tuning(pool_options: Mapping[str, Any]) -> dict[str, str]:
-    """vmpooler's ``snapshot_mainMem_ioBlockPages`` / ``snapshot_mainMem_iowait`` pool keys as extraConfig."""
-    keys = {
-        "snapshot_mainMem_ioBlockPages": "mainMem.ioBlockPages",
-        "snapshot_mainMem_iowait": "mainMem.iowait",
-    }
-    return {vmx: str(pool_options[key]) for key, vmx in keys.items() if pool_options.get(key) is not None}
 
 
 class VsphereProvider:
@@ -58,8 +39,18 @@ class VsphereProvider:
     ``password``, ``port`` (443), ``insecure`` (skip TLS verification, default false), ``datacenter``
     (default: the first one), ``connection_pool_size`` (10), ``connection_pool_timeout`` (60 s). Ours:
     ``ready_check_port`` (22; ``vm_ready`` also needs a TCP connect to the guest IP on it, 0 disables),
-    ``ready_check_timeout`` (1 s), ``task_timeout`` (900 s: clone, destroy, disk, snapshot), ``clone_extra_config`` (mapping of extra ``extraConfig`` keys set on every
-    clone, e.g. vcsim's ``SET.guest.ipAddress`` in tests).
+    ``ready_check_timeout`` (1 s), ``task_timeout`` (900 s: clone, destroy, disk, snapshot, migration),
+    ``clone_extra_config`` (mapping of extra ``extraConfig`` keys set on every clone, e.g. vcsim's
+    ``SET.guest.ipAddress`` in tests).
+
+    vmpooler ``:config:`` keys, taken from ``global_options`` unless the provider block sets them (see
+    :mod:`providers.vsphere.options`): ``create_folders`` (false: a missing pool folder is a permanent
+    error), ``create_linked_clones`` (true), ``create_template_delta_disks`` (false: before the first linked
+    clone of a template, give its disks a delta layer once), ``manage_host_selection`` (false: clones go to
+    the least-used hosts of the resource pool's cluster in turn), ``host_selection_max_age`` (60 s),
+    ``utilization_limit`` (90 %), ``migration_limit`` (0: ``migrate_vm`` only reports the host; else at
+    most this many migrations of this provider at once, counted in Redis across processes when ``redis`` is
+    given, see :mod:`providers.vsphere.hosts` and :mod:`providers.vsphere.slots`).
 
     Every vCenter call goes through a circuit breaker and an adaptive timeout (vmpooler §2.8 keys, read from
     these options: ``circuit_breaker_enabled`` (true), ``circuit_breaker_failure_threshold`` (5),
@@ -71,14 +62,23 @@ class VsphereProvider:
     the breaker; permanent errors (vCenter answered) count as successes for it and teach the timeout nothing.
     The timeout covers the whole call: waiting for a worker thread and a session, and any vSphere task.
 
-    Pool options (``PoolTarget.options``): ``folder`` (VM folder path under the datacenter, created as needed;
-    default: the pool name), ``datastore``, ``datacenter``, ``pool`` (resource pool path under the datacenter's host
-    folder), ``snapshot_mainMem_ioBlockPages`` and ``snapshot_mainMem_iowait`` (set as extraConfig); ``PoolTarget.clone_target`` names a cluster. ``PoolTarget.template`` is a path under the
+    Pool options (``PoolTarget.options``): ``folder`` (VM folder path under the datacenter; default: the pool
+    name), ``datastore``, ``datacenter``, ``pool`` (resource pool path under the datacenter's host folder),
+    ``network`` (port group for the clone's first network adapter), ``create_linked_clone`` (overrides
+    ``create_linked_clones``), ``snapshot_mainMem_ioBlockPages`` and ``snapshot_mainMem_iowait`` (set as
+    extraConfig); ``PoolTarget.clone_target`` names a cluster. ``PoolTarget.template`` is a path under the
     datacenter's VM folder.
 
     Args:
         name: the provider's name in the configuration.
         options: the provider's YAML block.
+        global_options: vmpooler's ``:config:`` section, as a mapping or an object with attributes (only
+            the keys above are read).
+        metrics: where to count logins (``connect.open|fail``) and migrations (``migrate_from.<host>``,
+            ``migrate_to.<host>``, timing ``migrate.<pool>`` in ms), as vmpooler's provider does.
+        redis: where every process of this provider counts migrations in flight (key
+            ``<key_prefix>:vsphere:<name>:migrations``); without it, each instance counts its own.
+        key_prefix: the deployment's Redis key prefix.
         executor_workers: threads running pyvmomi calls (bounded; the connection pool bounds sessions).
 
     Raises:
@@ -87,48 +87,87 @@ class VsphereProvider:
 
     TYPE = "vsphere"
 
-    def __init__(self, name: str, options: Mapping[str, Any], *, executor_workers: int = 10) -> None:
+    def __init__(
+        self,
+        name: str,
+        options: Mapping[str, Any],
+        *,
+        global_options: object = None,
+        metrics: ProviderMetrics | None = None,
+        redis: aioredis.Redis | None = None,
+        key_prefix: str = "vmpooler",
+        executor_workers: int = 10,
+    ) -> None:
         server = options.get("server")
         if not isinstance(server, str) or not server:
             raise ValueError("vsphere provider option 'server' is required")
         if executor_workers < 1:
             raise ValueError(f"executor_workers must be at least 1, got {executor_workers}")
         self.name = name
-        self.datacenter = str(options.get("datacenter") or "")
-        self.ready_check_port = _int(options, "ready_check_port", 22)
-        self.ready_check_timeout = _float(options, "ready_check_timeout", 1.0)
-        # a clone can take minutes; the adaptive timeout (at most 60 s) is for vCenter's answers
-        self.task_timeout = _float(options, "task_timeout", 900.0)
-        extra = options.get("clone_extra_config") or {}
-        if not isinstance(extra, Mapping):
-            raise ValueError(f"vsphere provider option 'clone_extra_config' must be a mapping, got {extra!r}")
-        self.extra_config = {str(k): str(v) for k, v in extra.items()}
+        self.metrics = metrics
+        merged = merge_options(options, global_options)
+        self.options = opts = VsphereOptions.parse(merged)
+        self.datacenter = opts.datacenter
+        self.ready_check_port = opts.ready_check_port
+        self.ready_check_timeout = opts.ready_check_timeout
+        self.task_timeout = opts.task_timeout
+        self.extra_config = opts.extra_config
         creds = Credentials(
             server=server,
             username=str(options.get("username") or ""),
             password=str(options.get("password") or ""),
-            port=_int(options, "port", 443),
+            port=opts.port,
             insecure=bool(options.get("insecure", False)),
         )
-        self.breaker = CircuitBreaker.from_options(name, options)
-        self.timeout = AdaptiveTimeout.from_options(options)
+        self.breaker = CircuitBreaker.from_options(name, merged)
+        self.timeout = AdaptiveTimeout.from_options(merged)
         self.connections = ConnectionPool(
             creds,
-            size=_int(options, "connection_pool_size", DEFAULT_POOL_SIZE),
-            timeout=_float(options, "connection_pool_timeout", DEFAULT_POOL_TIMEOUT),
+            size=opts.connection_pool_size,
+            timeout=opts.connection_pool_timeout,
             socket_timeout=self.timeout.maximum,
+            on_login=self._count_login,
         )
+        self.hosts = HostSelector(max_age=opts.host_selection_max_age, limit=opts.utilization_limit)
+        self.migrations: MigrationSlots = (
+            LocalSlots(opts.migration_limit)
+            if redis is None
+            else RedisSlots(
+                redis,
+                f"{key_prefix}:vsphere:{name}:migrations",
+                opts.migration_limit,
+                lease=opts.task_timeout,
+            )
+        )
+        self._cache = OpsCache()
         self._executor = ThreadPoolExecutor(
             max_workers=executor_workers, thread_name_prefix=f"vsphere-{name}"
         )
 
     # plumbing -----------------------------------------------------------------------------------------------
 
+    def _count_login(self, ok: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.increment("connect.open" if ok else "connect.fail")
+
+    def _count_migration(self, pool: str, moved: Migration) -> None:
+        if self.metrics is None or not moved.source:
+            return
+        self.metrics.timing(f"migrate.{metric_segment(pool)}", moved.seconds * 1000)
+        self.metrics.increment(f"migrate_from.{metric_segment(moved.source)}")
+        self.metrics.increment(f"migrate_to.{metric_segment(moved.host)}")
+
     def _placement(self, pool: PoolTarget) -> Placement:
         opts = pool.options
         folder = opts.get("folder") or pool.name
         if not isinstance(folder, str) or not folder.strip("/"):
             raise ProviderError(f"pool {pool.name}: bad vSphere 'folder' {folder!r}", permanent=True)
+        linked = opts.get("create_linked_clone")
+        if linked is not None and not isinstance(linked, bool):
+            raise ProviderError(
+                f"pool {pool.name}: 'create_linked_clone' must be true or false, got {linked!r}",
+                permanent=True,
+            )
         return Placement(
             datacenter=str(opts.get("datacenter") or self.datacenter),
             folder=folder,
@@ -136,7 +175,12 @@ class VsphereProvider:
             datastore=str(opts.get("datastore") or ""),
             resource_pool=str(opts.get("pool") or ""),
             clone_target=pool.clone_target,
-            extra_config={**self.extra_config, **_snapshot_tuning(opts)},
+            network=str(opts.get("network") or ""),
+            extra_config={**self.extra_config, **snapshot_tuning(opts)},
+            linked_clone=self.options.create_linked_clones if linked is None else linked,
+            create_folders=self.options.create_folders,
+            select_host=self.options.manage_host_selection,
+            delta_disks=self.options.create_template_delta_disks,
         )
 
     async def _call(self, fn: Callable[[VmOps], T], *, task: bool = False) -> T:
@@ -145,7 +189,7 @@ class VsphereProvider:
         destroy, disk, snapshot), whose durations say nothing about vCenter's responsiveness."""
 
         def work(si: vim.ServiceInstance) -> T:
-            return fn(VmOps(si))
+            return fn(VmOps(si, self._cache))
 
         breaker = self.breaker
         if breaker is not None:
@@ -188,7 +232,9 @@ class VsphereProvider:
 
     async def create_vm(self, pool: PoolTarget, vm: str) -> VmInfo:
         target = Target(self._placement(pool), vm)
-        return await self._call(lambda ops: ops.info(ops.create(target), pool.template), task=True)
+        return await self._call(
+            lambda ops: ops.info(create(ops, target, self.hosts), pool.template), task=True
+        )
 
     async def get_vm(self, pool: PoolTarget, vm: str) -> VmInfo | None:
         target = Target(self._placement(pool), vm)
@@ -230,13 +276,27 @@ class VsphereProvider:
         await self._call(lambda ops: ops.revert(target, snapshot), task=True)
 
     async def migrate_vm(self, pool: PoolTarget, vm: str) -> str:
-        # TODO(issue 4): move to the least-used compatible host (vmpooler's migrate_vm); for now stay put.
+        """Move a checked-out VM to a least-used host of its cluster (see :mod:`providers.vsphere.hosts`);
+        with ``migration_limit`` migrations of this provider in flight, or migration off (0), it stays and
+        its host is reported."""
         target = Target(self._placement(pool), vm)
-        return await self._call(lambda ops: ops.host_of(target))
+        slots = self.migrations
+        if slots.limit <= 0:
+            return (await self._call(lambda ops: current_host(ops.require_vm(target), "disabled"))).host
+        if not await slots.acquire(vm):
+            return (await self._call(lambda ops: current_host(ops.require_vm(target), "limit"))).host
+        try:
+            moved = await self._call(
+                lambda ops: migrate(ops.content, ops.require_vm(target), self.hosts), task=True
+            )
+        finally:
+            await slots.release(vm)
+        self._count_migration(pool.name, moved)
+        return moved.host
 
     async def purge_unconfigured(self, pools: list[PoolTarget], allowlist: list[str]) -> list[str]:
         placements = [self._placement(pool) for pool in pools]
-        return await self._call(lambda ops: purge(ops, placements, allowlist))
+        return await self._call(lambda ops: purge(ops, placements, allowlist), task=True)
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self.connections.close)

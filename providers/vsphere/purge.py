@@ -32,9 +32,8 @@ def purge(ops: VmOps, placements: list[Placement], allowlist: list[str]) -> list
     allowed = {clean_path(a) for a in allowlist}
     deleted: list[str] = []
     for dc_name, dc_bases in bases.items():
-        dc = ops.datacenter(dc_name)
         for base in sorted(dc_bases):
-            folder = ops.by_path(dc, "vm", base)
+            folder = ops.by_path(dc_name, "vm", base)
             if not isinstance(folder, vim.Folder):
                 continue
             for child in list(folder.childEntity):
@@ -43,6 +42,7 @@ def purge(ops: VmOps, placements: list[Placement], allowlist: list[str]) -> list
                     continue
                 deleted.extend(_purge_entity(child, path))
     return deleted
+
 
 def _purge_entity(entity: Any, path: str) -> list[str]:
     if isinstance(entity, vim.VirtualMachine):

@@ -72,10 +72,19 @@ class CircuitBreaker:
     :meth:`record_failure` with the outcome.
     """
 
-    def __init__(self, name: str, *, failure_threshold: int = 5, timeout: float = 30.0,
-                 half_open_attempts: int = 3, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        failure_threshold: int = 5,
+        timeout: float = 30.0,
+        half_open_attempts: int = 3,
+        clock: Clock = time.monotonic,
+    ) -> None:
         if failure_threshold < 1 or half_open_attempts < 1 or timeout < 0:
-            raise ValueError("circuit breaker needs failure_threshold >= 1, half_open_attempts >= 1, timeout >= 0")
+            raise ValueError(
+                "circuit breaker needs failure_threshold >= 1, half_open_attempts >= 1, timeout >= 0"
+            )
         self.name = name
         self.failure_threshold = failure_threshold
         self.timeout = timeout
@@ -90,8 +99,9 @@ class CircuitBreaker:
         """How often each state was entered (vmpooler's ``circuit_breaker.{opened,half_open,closed}``)."""
 
     @classmethod
-    def from_options(cls, name: str, options: Mapping[str, Any], *,
-                     clock: Clock = time.monotonic) -> CircuitBreaker | None:
+    def from_options(
+        cls, name: str, options: Mapping[str, Any], *, clock: Clock = time.monotonic
+    ) -> CircuitBreaker | None:
         """Built from ``circuit_breaker_*`` keys; ``None`` when ``circuit_breaker_enabled`` is false."""
         if not _flag(options, "circuit_breaker_enabled"):
             return None
@@ -99,9 +109,13 @@ class CircuitBreaker:
         attempts = _number(options, "circuit_breaker_half_open_attempts", 3, minimum=1)
         if threshold != int(threshold) or attempts != int(attempts):
             raise ValueError("circuit_breaker_failure_threshold and _half_open_attempts must be integers")
-        return cls(name, failure_threshold=int(threshold), timeout=_number(options, "circuit_breaker_timeout", 30,
-                                                                            minimum=0),
-                   half_open_attempts=int(attempts), clock=clock)
+        return cls(
+            name,
+            failure_threshold=int(threshold),
+            timeout=_number(options, "circuit_breaker_timeout", 30, minimum=0),
+            half_open_attempts=int(attempts),
+            clock=clock,
+        )
 
     @property
     def state(self) -> BreakerState:
@@ -144,7 +158,8 @@ class CircuitBreaker:
             self._last_failure = self._clock()
             self._failures += 1
             if self._state is BreakerState.HALF_OPEN or (
-                    self._state is BreakerState.CLOSED and self._failures >= self.failure_threshold):
+                self._state is BreakerState.CLOSED and self._failures >= self.failure_threshold
+            ):
                 self._enter(BreakerState.OPEN)
 
 
@@ -157,8 +172,17 @@ class AdaptiveTimeout:
     ``max(round(current * 0.8), minimum)``. ``adaptive=False`` keeps it fixed at ``initial``.
     """
 
-    def __init__(self, *, minimum: float = 5.0, maximum: float = 60.0, initial: float = 30.0, window: int = 100,
-                 min_samples: int = 10, hysteresis: float = 5.0, adaptive: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        minimum: float = 5.0,
+        maximum: float = 60.0,
+        initial: float = 30.0,
+        window: int = 100,
+        min_samples: int = 10,
+        hysteresis: float = 5.0,
+        adaptive: bool = True,
+    ) -> None:
         if not 0 < minimum <= maximum:
             raise ValueError(f"adaptive timeout needs 0 < min <= max, got min {minimum}, max {maximum}")
         self.minimum = minimum
@@ -177,8 +201,12 @@ class AdaptiveTimeout:
         minimum = _number(options, "connection_pool_timeout_min", 5, minimum=0.001)
         maximum = _number(options, "connection_pool_timeout_max", 60, minimum=minimum)
         initial = _number(options, "connection_pool_timeout_initial", min(maximum, 30), minimum=0.001)
-        return cls(minimum=minimum, maximum=maximum, initial=initial,
-                   adaptive=_flag(options, "adaptive_timeout_enabled"))
+        return cls(
+            minimum=minimum,
+            maximum=maximum,
+            initial=initial,
+            adaptive=_flag(options, "adaptive_timeout_enabled"),
+        )
 
     @property
     def current(self) -> float:

@@ -42,12 +42,23 @@ def stack() -> Iterator[contextlib.ExitStack]:
 
 
 def _options(server: VcsimServer, **extra: Any) -> dict[str, Any]:
-    return {"server": server.host, "port": server.port, "username": server.username,
-            "password": server.password, "insecure": True, "ready_check_port": 0,
-            "connection_pool_size": 2, "connection_pool_timeout": 5,
-            "circuit_breaker_failure_threshold": 3, "circuit_breaker_timeout": 0.5,
-            "circuit_breaker_half_open_attempts": 2, "connection_pool_timeout_min": 1,
-            "connection_pool_timeout_max": 10, "connection_pool_timeout_initial": CALL_TIMEOUT, **extra}
+    return {
+        "server": server.host,
+        "port": server.port,
+        "username": server.username,
+        "password": server.password,
+        "insecure": True,
+        "ready_check_port": 0,
+        "connection_pool_size": 2,
+        "connection_pool_timeout": 5,
+        "circuit_breaker_failure_threshold": 3,
+        "circuit_breaker_timeout": 0.5,
+        "circuit_breaker_half_open_attempts": 2,
+        "connection_pool_timeout_min": 1,
+        "connection_pool_timeout_max": 10,
+        "connection_pool_timeout_initial": CALL_TIMEOUT,
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -59,7 +70,8 @@ async def providers() -> AsyncIterator[list[VsphereProvider]]:
 
 
 async def test_vcenter_going_away_opens_then_closes_the_circuit(
-        binary: Path, providers: list[VsphereProvider]) -> None:
+    binary: Path, providers: list[VsphereProvider]
+) -> None:
     first = contextlib.ExitStack()
     server = first.enter_context(start_vcsim(0, binary=binary))
     try:
@@ -116,12 +128,19 @@ async def test_half_open_failure_reopens(binary: Path, providers: list[VspherePr
 
 
 async def test_slow_call_times_out_and_its_session_is_discarded(
-        binary: Path, providers: list[VsphereProvider]) -> None:
+    binary: Path, providers: list[VsphereProvider]
+) -> None:
     with start_vcsim(0, binary=binary) as server:
-        provider = VsphereProvider("vsphere", _options(server, connection_pool_timeout_min=0.1,
-                                                        connection_pool_timeout_initial=0.3,
-                                                        connection_pool_size=1),
-                                   executor_workers=2)
+        provider = VsphereProvider(
+            "vsphere",
+            _options(
+                server,
+                connection_pool_timeout_min=0.1,
+                connection_pool_timeout_initial=0.3,
+                connection_pool_size=1,
+            ),
+            executor_workers=2,
+        )
         providers.append(provider)
         assert await provider.list_vms(POOL) == []
         assert provider.connections.open_sessions == 1
@@ -153,7 +172,9 @@ async def test_slow_call_times_out_and_its_session_is_discarded(
         assert await provider.list_vms(POOL) == []
 
 
-async def test_session_expiry_is_not_a_breaker_failure(binary: Path, providers: list[VsphereProvider]) -> None:
+async def test_session_expiry_is_not_a_breaker_failure(
+    binary: Path, providers: list[VsphereProvider]
+) -> None:
     with start_vcsim(0, binary=binary) as server:
         provider = VsphereProvider("vsphere", _options(server, connection_pool_size=1), executor_workers=2)
         providers.append(provider)
@@ -166,7 +187,9 @@ async def test_session_expiry_is_not_a_breaker_failure(binary: Path, providers: 
         assert provider.breaker.failures == 0
 
 
-async def test_permanent_errors_do_not_open_the_circuit(binary: Path, providers: list[VsphereProvider]) -> None:
+async def test_permanent_errors_do_not_open_the_circuit(
+    binary: Path, providers: list[VsphereProvider]
+) -> None:
     with start_vcsim(0, binary=binary) as server:
         provider = VsphereProvider("vsphere", _options(server, password="wrong"), executor_workers=2)
         providers.append(provider)
@@ -180,7 +203,9 @@ async def test_permanent_errors_do_not_open_the_circuit(binary: Path, providers:
 
 async def test_breaker_can_be_disabled(binary: Path, providers: list[VsphereProvider]) -> None:
     with start_vcsim(0, binary=binary) as server:
-        provider = VsphereProvider("vsphere", _options(server, circuit_breaker_enabled=False), executor_workers=2)
+        provider = VsphereProvider(
+            "vsphere", _options(server, circuit_breaker_enabled=False), executor_workers=2
+        )
         providers.append(provider)
         assert provider.breaker is None
         assert await provider.list_vms(POOL) == []
@@ -191,11 +216,16 @@ async def test_breaker_can_be_disabled(binary: Path, providers: list[VsphereProv
 
 
 async def test_task_calls_wait_for_task_timeout_not_the_adaptive_one(
-        binary: Path, providers: list[VsphereProvider]) -> None:
+    binary: Path, providers: list[VsphereProvider]
+) -> None:
     with start_vcsim(0, binary=binary) as server:
-        provider = VsphereProvider("vsphere", _options(server, connection_pool_timeout_min=0.1,
-                                                        connection_pool_timeout_initial=0.3,
-                                                        task_timeout=5), executor_workers=2)
+        provider = VsphereProvider(
+            "vsphere",
+            _options(
+                server, connection_pool_timeout_min=0.1, connection_pool_timeout_initial=0.3, task_timeout=5
+            ),
+            executor_workers=2,
+        )
         providers.append(provider)
 
         def clone_that_takes_a_while(ops: Any) -> str:
@@ -206,3 +236,42 @@ async def test_task_calls_wait_for_task_timeout_not_the_adaptive_one(
         assert provider.timeout.current == 0.3  # a task's duration teaches the adaptive timeout nothing
         with pytest.raises(ProviderError, match=r"timed out after 0\.3 s"):
             await provider._call(clone_that_takes_a_while)
+
+
+PROTOCOL_CALLS: dict[str, Any] = {
+    "create_vm": lambda p: p.create_vm(POOL, "vm1"),
+    "destroy_vm": lambda p: p.destroy_vm(POOL, "vm1"),
+    "get_vm": lambda p: p.get_vm(POOL, "vm1"),
+    "list_vms": lambda p: p.list_vms(POOL),
+    "vm_ready": lambda p: p.vm_ready(POOL, "vm1"),
+    "create_disk": lambda p: p.create_disk(POOL, "vm1", 1),
+    "create_snapshot": lambda p: p.create_snapshot(POOL, "vm1", "s"),
+    "revert_snapshot": lambda p: p.revert_snapshot(POOL, "vm1", "s"),
+    "migrate_vm": lambda p: p.migrate_vm(POOL, "vm1"),
+    "purge_unconfigured": lambda p: p.purge_unconfigured([POOL], []),
+}
+
+
+def test_the_table_covers_the_protocol() -> None:
+    from commands.provider import Provider
+
+    methods = {
+        name for name in vars(Provider) if not name.startswith("_") and callable(getattr(Provider, name))
+    }
+    assert methods - {"close"} == set(PROTOCOL_CALLS)
+
+
+@pytest.mark.parametrize("method", sorted(PROTOCOL_CALLS))
+async def test_every_protocol_call_goes_through_the_breaker(
+    method: str, providers: list[VsphereProvider]
+) -> None:
+    # nothing listens on port 1: a call that got past the breaker would fail with a connection error
+    provider = VsphereProvider("vsphere", {"server": "127.0.0.1", "port": 1, "circuit_breaker_timeout": 60})
+    providers.append(provider)
+    assert provider.breaker is not None
+    for _ in range(provider.breaker.failure_threshold):
+        provider.breaker.record_failure()
+    with pytest.raises(ProviderError, match="circuit breaker 'vsphere' is open") as caught:
+        await PROTOCOL_CALLS[method](provider)
+    assert not caught.value.permanent
+    assert provider.connections.open_sessions == 0

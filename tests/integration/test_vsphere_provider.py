@@ -28,7 +28,6 @@ from tests.vcsim import TEMPLATE, VcsimServer, build_vcsim, last_build_error, ma
 BASE = "vmpooler-ct"
 
 
-
 def _pool(name: str) -> PoolTarget:
     return PoolTarget(name=name, template=TEMPLATE, options={"folder": f"{BASE}/{name}"})
 
@@ -50,6 +49,7 @@ def _options(server: VcsimServer, **extra: Any) -> dict[str, Any]:
         "username": server.username,
         "password": server.password,
         "insecure": True,
+        "create_folders": True,
         "ready_check_port": 0,
         "connection_pool_size": 2,
         "connection_pool_timeout": 10,

@@ -71,7 +71,11 @@ class TestCircuitBreaker:
         breaker.record_success()
         assert breaker.state is BreakerState.CLOSED
         assert breaker.failures == 0
-        assert breaker.transitions == {BreakerState.OPEN: 1, BreakerState.HALF_OPEN: 1, BreakerState.CLOSED: 1}
+        assert breaker.transitions == {
+            BreakerState.OPEN: 1,
+            BreakerState.HALF_OPEN: 1,
+            BreakerState.CLOSED: 1,
+        }
 
     def test_half_open_failure_reopens_from_the_last_failure(self) -> None:
         clock = Clock()
@@ -104,22 +108,30 @@ class TestCircuitBreaker:
 
     def test_from_options(self) -> None:
         assert CircuitBreaker.from_options("vc", {"circuit_breaker_enabled": False}) is None
-        breaker = CircuitBreaker.from_options("vc", {"circuit_breaker_failure_threshold": 2,
-                                                     "circuit_breaker_timeout": 0.5,
-                                                     "circuit_breaker_half_open_attempts": 1})
+        breaker = CircuitBreaker.from_options(
+            "vc",
+            {
+                "circuit_breaker_failure_threshold": 2,
+                "circuit_breaker_timeout": 0.5,
+                "circuit_breaker_half_open_attempts": 1,
+            },
+        )
         assert breaker is not None
         assert (breaker.failure_threshold, breaker.timeout, breaker.half_open_attempts) == (2, 0.5, 1)
         default = CircuitBreaker.from_options("vc", {})
         assert default is not None
         assert default.failure_threshold == 5
 
-    @pytest.mark.parametrize("options", [
-        {"circuit_breaker_enabled": "yes"},
-        {"circuit_breaker_failure_threshold": 0},
-        {"circuit_breaker_failure_threshold": 2.5},
-        {"circuit_breaker_timeout": -1},
-        {"circuit_breaker_half_open_attempts": "3"},
-    ])
+    @pytest.mark.parametrize(
+        "options",
+        [
+            {"circuit_breaker_enabled": "yes"},
+            {"circuit_breaker_failure_threshold": 0},
+            {"circuit_breaker_failure_threshold": 2.5},
+            {"circuit_breaker_timeout": -1},
+            {"circuit_breaker_half_open_attempts": "3"},
+        ],
+    )
     def test_bad_options(self, options: dict[str, Any]) -> None:
         with pytest.raises(ValueError, match="circuit_breaker"):
             CircuitBreaker.from_options("vc", options)
@@ -194,26 +206,34 @@ class TestAdaptiveTimeout:
         assert timeout.percentile(0.5) is None
 
     def test_fixed_when_disabled(self) -> None:
-        timeout = AdaptiveTimeout.from_options({"adaptive_timeout_enabled": False,
-                                                "connection_pool_timeout_initial": 12})
+        timeout = AdaptiveTimeout.from_options(
+            {"adaptive_timeout_enabled": False, "connection_pool_timeout_initial": 12}
+        )
         for _ in range(20):
             timeout.record_success(1.0)
         timeout.record_failure()
         assert timeout.current == 12.0
 
     def test_from_options(self) -> None:
-        timeout = AdaptiveTimeout.from_options({"connection_pool_timeout_min": 0.2,
-                                                "connection_pool_timeout_max": 2,
-                                                "connection_pool_timeout_initial": 1})
+        timeout = AdaptiveTimeout.from_options(
+            {
+                "connection_pool_timeout_min": 0.2,
+                "connection_pool_timeout_max": 2,
+                "connection_pool_timeout_initial": 1,
+            }
+        )
         assert (timeout.minimum, timeout.maximum, timeout.current) == (0.2, 2.0, 1.0)
         assert AdaptiveTimeout.from_options({"connection_pool_timeout_max": 10}).current == 10.0
 
-    @pytest.mark.parametrize("options", [
-        {"connection_pool_timeout_min": 0},
-        {"connection_pool_timeout_min": 10, "connection_pool_timeout_max": 5},
-        {"connection_pool_timeout_initial": "soon"},
-        {"adaptive_timeout_enabled": 1},
-    ])
+    @pytest.mark.parametrize(
+        "options",
+        [
+            {"connection_pool_timeout_min": 0},
+            {"connection_pool_timeout_min": 10, "connection_pool_timeout_max": 5},
+            {"connection_pool_timeout_initial": "soon"},
+            {"adaptive_timeout_enabled": 1},
+        ],
+    )
     def test_bad_options(self, options: dict[str, Any]) -> None:
         with pytest.raises(ValueError, match="timeout"):
             AdaptiveTimeout.from_options(options)

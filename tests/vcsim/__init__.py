@@ -2,10 +2,15 @@
 
 Debian ships govmomi's library (``golang-github-vmware-govmomi-dev``, 0.24.2) but no ``vcsim`` binary, so
 :func:`build_vcsim` builds our own launcher (``main.go`` next to this file) in GOPATH mode against a
-patched copy of ``/usr/share/gocode``. The patches fix two simulator bugs pyvmomi hits:
+patched copy of ``/usr/share/gocode``. The patches fix four simulator bugs pyvmomi hits:
 
 * ``PropertyCollector.Fetch`` panics on an unset property (e.g. ``vm.snapshot`` of a VM without snapshots);
-* snapshot revert/remove tasks carry the Snapshot as ``info.entity``, which pyvmomi refuses to parse.
+* snapshot revert/remove tasks carry the Snapshot as ``info.entity``, which pyvmomi refuses to parse;
+* ``CloneVM_Task`` ignores ``spec.location.host`` and puts every clone on the template's host;
+* ``CloneVM_Task`` clears the source's own disk backings (so a template loses its delta disk layer).
+
+The launcher's ``-host-usage`` flag sets hosts' CPU and memory usage (vcsim gives every host the same),
+so host selection and migration can be tested.
 
 The build goes to ``$VCSIM_CACHE_DIR`` or ``/tmp/vmpooler-vcsim-<uid>`` and is reused while the sources
 are unchanged. Nothing here touches the network.
@@ -55,6 +60,25 @@ _PATCHES: tuple[tuple[str, str, str], ...] = (
     ),
     ("simulator/snapshot.go", 'CreateTask(v, "removeSnapshot"', 'CreateTask(v.Vm, "removeSnapshot"'),
     ("simulator/snapshot.go", 'CreateTask(v, "revertToSnapshot"', 'CreateTask(v.Vm, "revertToSnapshot"'),
+    # CloneVM_Task puts every clone on the source's host: honour spec.location.host, and without one let
+    # CreateVM pick a host of the target pool's compute resource (as DRS would) instead of the template's
+    (
+        "simulator/virtual_machine.go",
+        "\t\t\tPool:   *pool,\n\t\t\tHost:   vm.Runtime.Host,\n",
+        "\t\t\tPool:   *pool,\n\t\t\tHost:   req.Spec.Location.Host,\n",
+    ),
+    # ... and clears the fileName and parent of the source's own disk backings (shared pointers): a
+    # template loses its delta disk layer on its first clone. Clone the disk and its backing first.
+    (
+        "simulator/virtual_machine.go",
+        "\t\t\t\t// Leave FileName empty so CreateVM will just create a new one under VmPathName\n"
+        '\t\t\t\tdisk.Backing.(*types.VirtualDiskFlatVer2BackingInfo).FileName = ""\n'
+        "\t\t\t\tdisk.Backing.(*types.VirtualDiskFlatVer2BackingInfo).Parent = nil\n",
+        "\t\t\t\tcopied, backing := *disk, *disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)\n"
+        '\t\t\t\tbacking.FileName, backing.Parent = "", nil\n'
+        "\t\t\t\tcopied.Backing = &backing\n"
+        "\t\t\t\tdevice = &copied\n",
+    ),
 )
 
 _last_error = ""

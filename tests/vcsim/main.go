@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 
 	_ "github.com/vmware/govmomi/cns/simulator"
@@ -40,6 +42,7 @@ func main() {
 	folder := flag.Int("folder", 0, "folders per DC")
 	app := flag.Int("app", 0, "vApps per cluster")
 	pod := flag.Int("pod", 0, "storage pods per cluster")
+	usage := flag.String("host-usage", "", "host CPU and memory usage in percent: NAME=CPU:MEM,...")
 	flag.Parse()
 
 	var m *simulator.Model
@@ -63,6 +66,9 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	if err := setHostUsage(*usage); err != nil {
+		log.Fatal(err)
+	}
 	m.Service.RegisterEndpoints = true
 	m.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*user, *pass)}
 	if *useTLS {
@@ -78,4 +84,47 @@ func main() {
 	<-sig
 	s.Close()
 	m.Remove()
+}
+
+// setHostUsage sets quickStats.overallCpuUsage/overallMemoryUsage of the named hosts (vcsim gives every host
+// the same figures) from "NAME=CPU:MEM,..." percentages of the host's CPU MHz and memory.
+func setHostUsage(spec string) error {
+	if spec == "" {
+		return nil
+	}
+	want := map[string][2]float64{}
+	for _, item := range strings.Split(spec, ",") {
+		name, pcts := item, ""
+		if i := strings.Index(item, "="); i >= 0 {
+			name, pcts = item[:i], item[i+1:]
+		}
+		parts := strings.Split(pcts, ":")
+		if len(parts) != 2 {
+			return fmt.Errorf("-host-usage: want NAME=CPU:MEM, got %q", item)
+		}
+		cpu, err1 := strconv.ParseFloat(parts[0], 64)
+		mem, err2 := strconv.ParseFloat(parts[1], 64)
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("-host-usage: bad percentages in %q", item)
+		}
+		want[name] = [2]float64{cpu, mem}
+	}
+	for _, entity := range simulator.Map.All("HostSystem") {
+		h, ok := entity.(*simulator.HostSystem)
+		if !ok {
+			continue
+		}
+		pct, found := want[h.Name]
+		if !found {
+			continue
+		}
+		delete(want, h.Name)
+		hw := h.Summary.Hardware
+		h.Summary.QuickStats.OverallCpuUsage = int32(pct[0] / 100 * float64(hw.CpuMhz) * float64(hw.NumCpuCores))
+		h.Summary.QuickStats.OverallMemoryUsage = int32(pct[1] / 100 * float64(hw.MemorySize/1024/1024))
+	}
+	for name := range want {
+		return fmt.Errorf("-host-usage: no host %q", name)
+	}
+	return nil
 }

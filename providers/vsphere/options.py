@@ -1,0 +1,161 @@
+"""The vSphere provider's options: its ``:providers:`` block over vmpooler's global ``:config:`` keys.
+
+vmpooler reads the circuit-breaker, adaptive-timeout, host-selection, migration, folder and linked-clone
+keys from ``:config:``, and lets a provider block override the breaker and timeout ones. Here every key in
+:data:`GLOBAL_KEYS` may be given in either place; the provider block wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = [
+    "GLOBAL_KEYS",
+    "ProviderMetrics",
+    "VsphereOptions",
+    "merge_options",
+    "metric_segment",
+    "snapshot_tuning",
+]
+
+GLOBAL_KEYS = (
+    "circuit_breaker_enabled",
+    "circuit_breaker_failure_threshold",
+    "circuit_breaker_timeout",
+    "circuit_breaker_half_open_attempts",
+    "adaptive_timeout_enabled",
+    "connection_pool_timeout_min",
+    "connection_pool_timeout_max",
+    "connection_pool_timeout_initial",
+    "migration_limit",
+    "manage_host_selection",
+    "host_selection_max_age",
+    "utilization_limit",
+    "create_folders",
+    "create_linked_clones",
+    "create_template_delta_disks",
+)
+"""``:config:`` keys the provider reads when its own block does not set them."""
+
+
+class ProviderMetrics(Protocol):
+    """What the provider emits metrics through (structurally the core's metrics port, which providers may
+    not import): best effort, never blocking, never raising."""
+
+    def increment(self, label: str, n: int = 1) -> None:
+        """Add ``n`` to the counter ``label``."""
+        ...
+
+    def timing(self, label: str, ms: float) -> None:
+        """Record one duration of ``ms`` milliseconds under ``label``."""
+        ...
+
+
+def metric_segment(value: str) -> str:
+    """``value`` as one segment of a dotted metric name (a host's FQDN must not add levels)."""
+    return value.translate(_UNSAFE) or "unknown"
+
+
+_UNSAFE = str.maketrans({c: "_" for c in ". \t\n:|@"})
+
+
+def merge_options(options: Mapping[str, Any], global_options: object = None) -> dict[str, Any]:
+    """The provider block over the :data:`GLOBAL_KEYS` of ``:config:`` (unset or ``None`` values skipped).
+
+    ``global_options`` is a mapping or an object with those keys as attributes (the core's settings of
+    ``:config:``), or ``None``.
+    """
+    if isinstance(global_options, Mapping):
+        given = {key: global_options.get(key) for key in GLOBAL_KEYS}
+    else:
+        given = {key: getattr(global_options, key, None) for key in GLOBAL_KEYS}
+    merged = {key: value for key, value in given.items() if value is not None}
+    merged.update({key: value for key, value in options.items() if value is not None})
+    return merged
+
+
+def _int(options: Mapping[str, Any], key: str, default: int, *, minimum: int = 0) -> int:
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"vsphere provider option {key!r} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _float(options: Mapping[str, Any], key: str, default: float) -> float:
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"vsphere provider option {key!r} must be a non-negative number, got {value!r}")
+    return float(value)
+
+
+def _bool(options: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = options.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"vsphere provider option {key!r} must be true or false, got {value!r}")
+    return value
+
+
+def snapshot_tuning(pool_options: Mapping[str, Any]) -> dict[str, str]:
+    """vmpooler's ``snapshot_mainMem_ioBlockPages`` / ``snapshot_mainMem_iowait`` pool keys as extraConfig."""
+    keys = {
+        "snapshot_mainMem_ioBlockPages": "mainMem.ioBlockPages",
+        "snapshot_mainMem_iowait": "mainMem.iowait",
+    }
+    return {vmx: str(pool_options[key]) for key, vmx in keys.items() if pool_options.get(key) is not None}
+
+
+@dataclass(frozen=True)
+class VsphereOptions:
+    """Typed provider options (see :class:`providers.vsphere.VsphereProvider` for their meaning)."""
+
+    datacenter: str
+    port: int
+    connection_pool_size: int
+    connection_pool_timeout: float
+    ready_check_port: int
+    ready_check_timeout: float
+    task_timeout: float
+    extra_config: dict[str, str]
+    migration_limit: int
+    manage_host_selection: bool
+    host_selection_max_age: float
+    utilization_limit: float
+    create_folders: bool
+    create_linked_clones: bool
+    create_template_delta_disks: bool
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any]) -> VsphereOptions:
+        """Validate merged options (see :func:`merge_options`).
+
+        Raises:
+            ValueError: naming the first option with a wrong type or value.
+        """
+        extra = options.get("clone_extra_config") or {}
+        if not isinstance(extra, Mapping):
+            raise ValueError(f"vsphere provider option 'clone_extra_config' must be a mapping, got {extra!r}")
+        limit = _float(options, "utilization_limit", 90)
+        if limit > 100:
+            raise ValueError(
+                f"vsphere provider option 'utilization_limit' must be at most 100, got {limit:g}"
+            )
+        return cls(
+            datacenter=str(options.get("datacenter") or ""),
+            port=_int(options, "port", 443),
+            connection_pool_size=_int(options, "connection_pool_size", 10, minimum=1),
+            connection_pool_timeout=_float(options, "connection_pool_timeout", 60.0),
+            ready_check_port=_int(options, "ready_check_port", 22),
+            ready_check_timeout=_float(options, "ready_check_timeout", 1.0),
+            # a clone can take minutes; the adaptive timeout (at most 60 s) is for vCenter's answers
+            task_timeout=_float(options, "task_timeout", 900.0),
+            extra_config={str(k): str(v) for k, v in extra.items()},
+            migration_limit=_int(options, "migration_limit", 0),
+            manage_host_selection=_bool(options, "manage_host_selection", False),
+            host_selection_max_age=_float(options, "host_selection_max_age", 60.0),
+            utilization_limit=limit,
+            create_folders=_bool(options, "create_folders", False),
+            create_linked_clones=_bool(options, "create_linked_clones", True),
+            create_template_delta_disks=_bool(options, "create_template_delta_disks", False),
+        )
