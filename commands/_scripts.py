@@ -13,7 +13,22 @@ from events.lifecycle import DEADLINES, GONE_KEPT_MS, NONE, STATES, TERMINAL, TR
 
 __all__ = ["SCRIPT_NAMES", "Scripts", "render_tables"]
 
-SCRIPT_NAMES = ("append", "checkout", "configure", "fire_due", "reconcile", "replay", "reset", "swap")
+SCRIPT_NAMES = (
+    "append",
+    "checkout",
+    "configure",
+    "ctl_append",
+    "ctl_fire",
+    "fire_due",
+    "odclose",
+    "odopen",
+    "odstart",
+    "ready",
+    "reconcile",
+    "replay",
+    "reset",
+    "swap",
+)
 
 
 def _lua_str(value: str | bytes) -> str:
@@ -62,7 +77,12 @@ def render_tables() -> str:
 @cache
 def _source(name: str) -> str:
     lua = resources.files("commands") / "lua"
-    return render_tables() + (lua / "lib.lua").read_text() + (lua / f"{name}.lua").read_text()
+    return (
+        render_tables()
+        + (lua / "od_lib.lua").read_text()
+        + (lua / "lib.lua").read_text()
+        + (lua / f"{name}.lua").read_text()
+    )
 
 
 class Scripts:

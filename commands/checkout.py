@@ -127,7 +127,7 @@ class CheckoutService:
             return await self._claim(name, candidates[0], count, event, meta, sink)
         # vmpooler chooses the backend per VM; VMs whose first choice is the same pool are taken in one
         # decision, and only VMs of a first choice that could not serve them all fall back one by one.
-        orders = [self._order(name, candidates) for _ in range(count)]
+        orders = [self.order(name, candidates) for _ in range(count)]
         got = 0
         retry: list[tuple[str, ...]] = []
         empty: set[str] = set()
@@ -158,8 +158,9 @@ class CheckoutService:
         sink.extend((name, pool, vm) for vm in vms)
         return len(vms)
 
-    def _order(self, name: str, candidates: tuple[str, ...]) -> tuple[str, ...]:
-        """One VM's backend order: a first choice (weighted if every candidate has a weight, else
+    def order(self, name: str, candidates: tuple[str, ...]) -> tuple[str, ...]:
+        """One VM's backend order (what a checkout of ``name`` tries, and what an on-demand request
+        clones from: the first): a first choice (weighted if every candidate has a weight, else
         uniform), then the other candidates in configured order as fallbacks."""
         weights = self._weights_of(name, candidates)
         if weights is not None:

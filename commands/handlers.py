@@ -20,7 +20,9 @@ from events import Recorded
 from events.lifecycle import TRANSITIONS
 from events.streams import text
 
+from .dns import DnsRecords
 from .errors import Refused
+from .ondemand import is_permanent_error
 from .pool import Meta, PoolCommands
 from .provider import PoolTarget, Provider, ProviderError
 
@@ -51,6 +53,8 @@ class Handlers:
         poll: readiness polling interval bounds in seconds (first, maximum).
         migrate: whether to ask the provider to migrate VMs at checkout (vmpooler's migration_limit).
         provider_calls: clone, destroy and task calls in flight at once (vmpooler's task_limit).
+        dns: the pools' DNS plugins; records are published as part of a clone and withdrawn as part
+            of a destroy (``None``: no records are managed).
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class Handlers:
         poll: tuple[float, float] = (0.05, 2.0),
         migrate: bool = False,
         provider_calls: int = 10,
+        dns: DnsRecords | None = None,
     ) -> None:
         self.commands = commands
         self.targets = targets
@@ -72,6 +77,7 @@ class Handlers:
         # task_limit); readiness polling does not, so VMs that boot slowly never starve clones.
         self.slots = asyncio.Semaphore(provider_calls)
         self._stopping = asyncio.Event()
+        self.dns = dns
 
     def stop(self) -> None:
         """Make long handlers (readiness polling) return soon; their entries stay pending for the
@@ -134,11 +140,13 @@ class Handlers:
             async with self.slots:
                 adopted = await provider.get_vm(target, vm) is not None
                 info = await provider.create_vm(target, vm)
+                if self.dns is not None:  # part of the clone, as in vmpooler: a failure fails the clone
+                    await self.dns.vm_cloned(pool, vm, info.ip)
         except Exception as exc:  # any provider failure fails this clone; the pool refills
-            permanent = isinstance(exc, ProviderError) and exc.permanent
-            failed = ev.VmCloneFailed(
-                error=str(exc) or type(exc).__name__, error_class=type(exc).__name__, permanent=permanent
-            )
+            error, error_class = str(exc) or type(exc).__name__, type(exc).__name__
+            flagged = isinstance(exc, ProviderError) and exc.permanent
+            permanent = is_permanent_error(error, error_class, flagged=flagged)
+            failed = ev.VmCloneFailed(error=error, error_class=error_class, permanent=permanent)
             await self._append(pool, vm, failed, meta)
             return
         cloned = ev.VmCloned(
@@ -150,6 +158,8 @@ class Handlers:
             "destroying",
         }:
             await provider.destroy_vm(target, vm)  # the VM was retired while cloning: do not leak it
+            if self.dns is not None:
+                await self.dns.vm_destroyed(pool, vm)
 
     async def _await_ready(
         self, pool: str, vm: str, cloned_at: int, clone_seconds: float, meta: Meta
@@ -164,7 +174,9 @@ class Handlers:
                 ready = False
             if ready:
                 boot = clone_seconds + max(0, self.commands.clock() - cloned_at) / 1000
-                await self._append(pool, vm, ev.VmReady(boot_seconds=round(boot, 3)), meta)
+                # an on-demand VM goes to its request in the same step (see commands/lua/ready.lua)
+                with contextlib.suppress(Refused):
+                    await self.commands.ready(pool, vm, ev.VmReady(boot_seconds=round(boot, 3)), meta)
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
@@ -184,6 +196,8 @@ class Handlers:
         try:
             async with self.slots:
                 await provider.destroy_vm(target, vm)
+                if self.dns is not None:  # retried with the destroy on failure (both idempotent)
+                    await self.dns.vm_destroyed(pool, vm)
         except Exception as exc:
             failed = ev.VmDestroyFailed(
                 error=str(exc) or type(exc).__name__, attempt=attempt, retry_in=destroy_backoff(attempt)

@@ -1,4 +1,5 @@
-"""The pool manager: keeps pools configured and full, fires deadlines and reconciles inventory.
+"""The pool manager: keeps pools configured and full, fires deadlines, reconciles inventory and
+provisions on-demand requests (the request duties are held through the ``{ctl}`` lease ``ondemand``).
 
 Each pool's duties are held by one manager at a time through a lease, so any number of managers
 can run and a dead one's pools fail over when its leases lapse. Every duty is an atomic,
@@ -14,12 +15,13 @@ import time
 from collections.abc import Sequence
 from typing import cast
 
-from events import Keys, PoolConfigured, VmDiscarded
+from events import CONTROL, Keys, PoolConfigured, VmDiscarded
 from events.lease import Lease
 from events.streams import text
 
 from .errors import Refused
 from .handlers import Targets
+from .ondemand import OndemandService
 from .pool import Meta, PoolCommands
 from .pool_config import effective_settings, startup_plan, yaml_baseline
 from .provider import PoolTarget, Provider
@@ -43,6 +45,8 @@ class Manager:
         reconcile_s: how often the provider inventory is compared with the log.
         ready_check_s: how often ready VMs are checked for reachability (vmpooler's vm_checktime).
         hostname_check: pools whose ready VMs are discarded when the guest reports another hostname.
+        ondemand: the on-demand requests to provision, or ``None`` for none.
+        ondemand_clone_limit: on-demand clones in flight per pool (vmpooler's ondemand_clone_limit).
     """
 
     def __init__(
@@ -58,6 +62,8 @@ class Manager:
         reconcile_s: float = 30.0,
         ready_check_s: float = 60.0,
         hostname_check: frozenset[str] = frozenset(),
+        ondemand: OndemandService | None = None,
+        ondemand_clone_limit: int = 10,
     ) -> None:
         self.commands = commands
         self.keys = keys
@@ -68,6 +74,8 @@ class Manager:
         self.reconcile_s = reconcile_s
         self.ready_check_s = ready_check_s
         self.hostname_check = hostname_check
+        self.ondemand = ondemand
+        self.ondemand_clone_limit = ondemand_clone_limit
         self.meta = Meta(f"manager:{holder}")
         self._mine: list[str] = []
         self._refresh_at = 0.0
@@ -114,11 +122,17 @@ class Manager:
         return self._mine
 
     async def tick(self) -> int:
-        """Fire due deadlines and top up every pool we hold; returns events appended by deadlines."""
+        """Fire due deadlines, advance on-demand requests and top up every pool we hold; returns
+        events appended by deadlines."""
         fired = 0
-        for pool in await self._held():
+        held = await self._held()
+        if self.ondemand is not None and await self.lease.hold(self.keys.lease(CONTROL, "ondemand")):
+            await self.ondemand.tick(self.meta.actor)
+        for pool in held:
             fired += await self.commands.fire_due(pool, self.meta)
             await self.commands.refill(pool, self.meta)
+            if self.ondemand is not None:
+                await self.commands.ondemand_start(pool, self.ondemand_clone_limit, self.meta)
         return fired
 
     async def reconcile(self) -> tuple[int, int]:
@@ -208,5 +222,6 @@ class Manager:
         with contextlib.suppress(Exception):
             for pool in self._mine:
                 await self.lease.release(self.keys.lease(pool, "manager"))
+            await self.lease.release(self.keys.lease(CONTROL, "ondemand"))
             await self.commands.redis.zrem(self.keys.members("manager"), self.lease.holder)
         self._mine = []

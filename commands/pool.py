@@ -9,7 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from events import Event, Keys, PoolConfigured, VmCheckedOut, encode
+from events import CONTROL, Event, Keys, PoolConfigured, PoolOndemandRequested, VmCheckedOut, VmReady, encode
 from events.lifecycle import STATES
 from events.streams import xrange
 
@@ -21,6 +21,13 @@ __all__ = ["Clock", "Meta", "PoolCommands", "system_clock"]
 
 _RESERVE_BATCH = 16
 """Names reserved at a time per pool; unused ones stay reserved for this process's next decisions."""
+
+_STATE_KEYS = (
+    *("state", "due", "carry", "gone", "cfg", "od", "odq", "odm", "odn"),
+    *("od:status", "od:due", "od:work", "od:req"),
+)
+"""Decision-state keys besides one sorted set per live state: a pool's, and the control slot's
+on-demand request keys (``rebuild_state(CONTROL)`` rebuilds those; see swap.lua too)."""
 
 Clock = Callable[[], int]
 """Returns the current time in milliseconds since the epoch; injected so tests drive time."""
@@ -165,8 +172,64 @@ class PoolCommands:
         )
         return int(vanished), int(discovered)
 
+    async def ready(self, pool: str, vm: str, event: VmReady, meta: Meta) -> str:
+        """A booting VM answered: ``"ready"`` (joined the pool), ``"delivered"`` (handed to its
+        on-demand request in the same step) or ``"discarded"`` (its request is closed).
+
+        Raises:
+            Refused: the VM is not booting; nothing was appended.
+        """
+        result = await self._run("ready", pool, meta, [vm, encode(event)], spare=2)
+        if int(result[0]) == 0:
+            raise Refused(vm, "vm.ready", result[1].decode())
+        return str(result[1].decode())
+
+    async def ondemand_open(self, pool: str, event: PoolOndemandRequested, meta: Meta) -> bool:
+        """Open a request's slice in ``pool`` unless it is open already; returns whether it opened."""
+        return bool(await self._run("odopen", pool, meta, [encode(event)], spare=0))
+
+    async def ondemand_start(self, pool: str, limit: int, meta: Meta) -> list[str]:
+        """Request clones for ``pool``'s open on-demand slices within ``limit`` clones in flight."""
+        made: list[str] = []
+        for _ in range(3):  # more names are reserved when the spare ones run out
+            names = self._spare.get(pool, [])[: max(limit, 1)]
+            _, got, short = await self._scripts["odstart"](
+                keys=[self.keys.base(pool)], args=[*self._head(meta), limit, *names]
+            )
+            self._used(pool, got)
+            made += [g.decode() for g in got]
+            if not short:
+                break
+            await self._reserve(pool, int(short))
+        return made
+
+    async def ondemand_close(self, pool: str, request_id: str, reason: str, meta: Meta) -> int:
+        """Close a request's slices in ``pool``; unless ``reason`` is ``fulfilled`` its live VMs are
+        discarded. Returns how many were discarded (-1: nothing to close, nothing appended)."""
+        return int(await self._run("odclose", pool, meta, [request_id, reason], spare=0))
+
+    async def control(self, request_id: str, event: Event, meta: Meta) -> tuple[bool, str]:
+        """Append a request event to the control stream if the request's status allows it.
+
+        Returns:
+            (whether it was appended, the request's status before: ``""`` if unknown)
+        """
+        tag = str(event.__struct_config__.tag)
+        ok, before = await self._scripts["ctl_append"](
+            keys=[self.keys.base(CONTROL)], args=[*self._head(meta), request_id, tag, encode(event)]
+        )
+        return bool(ok), before.decode() if isinstance(before, bytes) else str(before)
+
+    async def control_fire(self, meta: Meta, limit: int = 100) -> list[str]:
+        """Fail the pending requests whose TTL ran out; returns their ids."""
+        failed = await self._scripts["ctl_fire"](
+            keys=[self.keys.base(CONTROL)], args=[*self._head(meta), limit]
+        )
+        return [f.decode() for f in failed]
+
     async def rebuild_state(self, pool: str, batch: int = 500) -> int:
-        """Rebuild the pool's decision state by replaying its log, beside live decisions.
+        """Rebuild the pool's decision state by replaying its log, beside live decisions (``pool`` may
+        be ``events.CONTROL``: the on-demand request state is rebuilt from the control stream).
 
         The replay writes into scratch keys in the pool's slot; a last atomic step folds in what
         was appended meanwhile and moves the scratch keys over the live ones, so decisions never
@@ -188,7 +251,7 @@ class PoolCommands:
 
     async def _drop(self, base: str) -> None:
         await self.redis.delete(
-            *[f"{base}:{k}" for k in ("state", "due", "carry", "gone", "cfg")],
+            *[f"{base}:{k}" for k in _STATE_KEYS],
             *[f"{base}:s:{s}" for s in STATES],
         )
 

@@ -9,6 +9,16 @@ from ._base import Event
 from .codec import SCHEMA_VERSION, AnyEvent, Recorded, decode_body, decode_entry, encode, register_upcaster
 from .control import ControlEvent, TokenCreated, TokenRevoked
 from .keys import CONTROL, Keys
+from .ondemand import (
+    OndemandAccepted,
+    OndemandCancelled,
+    OndemandEvent,
+    OndemandFailed,
+    OndemandFulfilled,
+    OndemandReleased,
+    PoolOndemandClosed,
+    PoolOndemandRequested,
+)
 from .pool import PoolConfigured, PoolEvent, PoolReset
 from .vm import (
     VmCheckedOut,
@@ -47,8 +57,16 @@ __all__ = [
     "ControlEvent",
     "Event",
     "Keys",
+    "OndemandAccepted",
+    "OndemandCancelled",
+    "OndemandEvent",
+    "OndemandFailed",
+    "OndemandFulfilled",
+    "OndemandReleased",
     "PoolConfigured",
     "PoolEvent",
+    "PoolOndemandClosed",
+    "PoolOndemandRequested",
     "PoolReset",
     "Recorded",
     "TokenCreated",

@@ -9,6 +9,7 @@ import msgspec
 
 from ._base import Event
 from .control import ControlEvent
+from .ondemand import OndemandEvent
 from .pool import PoolEvent
 from .vm import VmEvent
 
@@ -22,7 +23,7 @@ __all__ = [
     "register_upcaster",
 ]
 
-AnyEvent = VmEvent | PoolEvent | ControlEvent
+AnyEvent = VmEvent | PoolEvent | ControlEvent | OndemandEvent
 
 SCHEMA_VERSION = 1
 """Envelope ``v`` written with every new entry; older entries are upcast on decode."""

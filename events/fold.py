@@ -26,6 +26,7 @@ import msgspec
 
 from .codec import Recorded, encode
 from .lifecycle import DEADLINES, GONE_KEPT_MS, NONE, SAME, TERMINAL, TRANSITIONS, Deadline
+from .od_fold import SliceBook, apply_pool_event, apply_vm_event
 from .pool import PoolConfigured
 
 __all__ = ["CFG_FIELDS", "PoolState", "accepts", "evolve", "fire", "fold", "state_of"]
@@ -44,6 +45,7 @@ class PoolState(msgspec.Struct, frozen=True, kw_only=True):
         carry: ``<kind>:<vm>`` → value added to the fired body (the ``carry`` hash).
         gone: VM → ms time it reached a terminal state (the ``gone`` sorted set).
         cfg: setting → value as Redis stores it (the ``cfg`` hash).
+        od, odq, odm, odn: on-demand bookkeeping (see :class:`events.od_fold.SliceBook`).
     """
 
     state: dict[str, str] = msgspec.field(default_factory=dict)
@@ -52,6 +54,14 @@ class PoolState(msgspec.Struct, frozen=True, kw_only=True):
     carry: dict[str, int] = msgspec.field(default_factory=dict)
     gone: dict[str, int] = msgspec.field(default_factory=dict)
     cfg: dict[str, str] = msgspec.field(default_factory=dict)
+    od: dict[str, str] = msgspec.field(default_factory=dict)
+    odq: dict[str, int] = msgspec.field(default_factory=dict)
+    odm: dict[str, str] = msgspec.field(default_factory=dict)
+    odn: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def book(self) -> SliceBook:
+        """Copies of the on-demand fields, to change."""
+        return SliceBook(od=dict(self.od), odq=dict(self.odq), odm=dict(self.odm), odn=dict(self.odn))
 
     def in_state(self, live_state: str) -> dict[str, int]:
         """The members of ``s:<live_state>`` with their scores."""
@@ -119,6 +129,11 @@ def evolve(state: PoolState, recorded: Recorded) -> PoolState:
     body: dict[str, Any] = msgspec.to_builtins(recorded.event)
     if isinstance(recorded.event, PoolConfigured):
         return _configured(state, body, recorded.event)
+    if recorded.type.startswith("pool.ondemand-"):
+        book = state.book()
+        if not apply_pool_event(book, recorded):
+            return state
+        return msgspec.structs.replace(state, od=book.od, odq=book.odq, odm=book.odm, odn=book.odn)
     rule = TRANSITIONS.get(recorded.type)
     vm, now = recorded.vm, recorded.at
     cur = state_of(state, vm)
@@ -162,7 +177,20 @@ def evolve(state: PoolState, recorded: Recorded) -> PoolState:
                 carry[member] = int(_num(body, d.carry)) + 1
         else:
             due.pop(member, None)
-    return PoolState(state=states, entered=entered, due=due, carry=carry, gone=gone, cfg=dict(state.cfg))
+    book = state.book()
+    apply_vm_event(book, vm, recorded.type, cur, to, to in TERMINAL, body)
+    return PoolState(
+        state=states,
+        entered=entered,
+        due=due,
+        carry=carry,
+        gone=gone,
+        cfg=dict(state.cfg),
+        od=book.od,
+        odq=book.odq,
+        odm=book.odm,
+        odn=book.odn,
+    )
 
 
 def fold(records: Iterable[Recorded], state: PoolState | None = None) -> PoolState:

@@ -71,12 +71,16 @@ class VmReady(Event, frozen=True, tag="vm.ready"):
 
 
 class VmCheckedOut(Event, frozen=True, tag="vm.checked-out"):
-    """Handed out to a client. ``lifetime`` is the effective lease in hours (0 = never expires)."""
+    """Handed out to a client. ``lifetime`` is the effective lease in hours (0 = never expires).
+
+    ``request_id`` is set when the VM was handed to an on-demand request as it became ready.
+    """
 
     lifetime: int
     requested_as: str = ""
     token_user: str = ""
     token_hash: str = ""
+    request_id: str = ""
 
 
 class VmCheckoutReverted(Event, frozen=True, tag="vm.checkout-reverted"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._base import Projection
 from ._tx import Tx
 from .daily_stats import DailyStats
+from .ondemand import OndemandStatus, OndemandView
 from .pool_status import PoolStatus
 from .read import ReadModels
 from .runner import ProjectionRunner
@@ -15,6 +16,8 @@ from .vm_detail import VmDetail
 __all__ = [
     "ALL_PROJECTIONS",
     "DailyStats",
+    "OndemandStatus",
+    "OndemandView",
     "PoolStatus",
     "PoolStatusView",
     "Projection",

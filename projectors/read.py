@@ -9,9 +9,10 @@ from collections.abc import Sequence
 import msgspec
 from redis.asyncio import Redis
 
-from events import Keys
+from events import CONTROL, Keys
 from events.streams import position, text, xrevrange
 
+from .ondemand import OndemandStatus, OndemandView
 from .pool_status import PoolStatus
 from .token_index import TokenIndex
 from .views import PoolStatusView, VmView
@@ -22,6 +23,8 @@ __all__ = ["ReadModels"]
 
 _vm_decoder = msgspec.json.Decoder(VmView)
 _status_decoder = msgspec.json.Decoder(PoolStatusView)
+_od_decoder = msgspec.json.Decoder(OndemandView)
+_delivered_decoder = msgspec.json.Decoder(dict[str, list[str]])
 
 
 class ReadModels:
@@ -92,3 +95,24 @@ class ReadModels:
                 pipe.smembers(f"{self.keys.read_model(pool, TokenIndex.name)}:t:{token_hash}")
             raws = await pipe.execute()
         return {pool: sorted(m.decode() for m in raw) for pool, raw in zip(pools, raws, strict=True) if raw}
+
+    async def ondemand(
+        self, request_id: str, *, fresh_within: float = 0.5
+    ) -> tuple[OndemandView, dict[str, list[tuple[str, str]]]] | None:
+        """An on-demand request and the VMs delivered to it (requested name -> ``(pool, vm)``s, pools
+        in the request's order), or ``None`` if there is no such request. Read-your-writes as
+        :meth:`vm`: waits (up to ``fresh_within``) for the projection to catch up with the logs."""
+        name = OndemandStatus.name
+        await self.caught_up(CONTROL, name, fresh_within)
+        raw = await self.redis.get(f"{self.keys.control_read_model(name)}:r:{request_id}")
+        if raw is None:
+            return None
+        view = _od_decoder.decode(raw)
+        pools = list(dict.fromkeys(p for wanted in view.requested.values() for p in wanted))
+        delivered: dict[str, list[tuple[str, str]]] = {}
+        for pool in pools:
+            await self.caught_up(pool, name, fresh_within)
+            found = await self.redis.get(f"{self.keys.read_model(pool, name)}:d:{request_id}")
+            for requested, vms in (_delivered_decoder.decode(found) if found is not None else {}).items():
+                delivered.setdefault(requested, []).extend((pool, vm) for vm in vms)
+        return view, delivered

@@ -42,6 +42,8 @@ local function apply(vm, etype, now, data)
     if (b.source or 'config') == 'config' then redis.call('HSET', K_CFG, 'yaml', data) end
     return true
   end
+  if string.sub(etype, 1, 9) == 'ondemand.' then return od_ctl_apply(etype, now, data) end
+  if string.sub(etype, 1, 14) == 'pool.ondemand-' then return od_pool_apply(etype, now, data) end
   local rule = RULES[etype]
   if rule == nil then return true end
   local cur = state_of(vm)
@@ -96,6 +98,9 @@ local function apply(vm, etype, now, data)
       end
     end
   end
+  if etype == 'vm.clone-requested' or redis.call('HEXISTS', K_OD, vm) == 1 then
+    od_vm_apply(vm, etype, cur, to, TERMINAL[to] or false, b())
+  end
   return true
 end
 
@@ -109,9 +114,11 @@ local function emit(vm, etype, data)
     'corr', META.corr, 'cause', META.cause, 'data', data)
 end
 
+-- The pool's own VMs (not those of on-demand requests) that are pending or ready.
 local function pending_and_ready()
+  local od_cloning, od_booting = od_in_flight()
   return redis.call('ZCARD', kstate('cloning')) + redis.call('ZCARD', kstate('booting'))
-    + redis.call('ZCARD', kstate('ready'))
+    + redis.call('ZCARD', kstate('ready')) - od_cloning - od_booting
 end
 
 -- Keep the pool at size: request clones for the shortfall, never more clones in flight than
@@ -120,7 +127,7 @@ end
 -- more names and refills again).
 local function refill(names, first)
   local need = cfg_num('size') - pending_and_ready()
-  local slots = cfg_num('clone_limit') - redis.call('ZCARD', kstate('cloning'))
+  local slots = cfg_num('clone_limit') - redis.call('ZCARD', kstate('cloning')) + (od_in_flight())
   if slots < need then need = slots end
   if need <= 0 then return {{}, 0} end
   local data = '{"type":"vm.clone-requested","template":'
@@ -144,7 +151,7 @@ local function discard_all(states, reason)
   local n = 0
   for _, s in ipairs(states) do
     for _, vm in ipairs(redis.call('ZRANGE', kstate(s), 0, -1)) do
-      if emit(vm, 'vm.discarded', data) then n = n + 1 end
+      if not is_od(vm) and emit(vm, 'vm.discarded', data) then n = n + 1 end
     end
   end
   return n
@@ -158,8 +165,9 @@ local function trim_excess(reason)
   local n = 0
   for _, s in ipairs({'cloning', 'booting', 'ready'}) do
     if excess <= 0 then break end
-    for _, vm in ipairs(redis.call('ZREVRANGE', kstate(s), 0, excess - 1)) do
-      if emit(vm, 'vm.discarded', data) then
+    for _, vm in ipairs(redis.call('ZREVRANGE', kstate(s), 0, -1)) do
+      if excess <= 0 then break end
+      if not is_od(vm) and emit(vm, 'vm.discarded', data) then
         n = n + 1
         excess = excess - 1
       end

@@ -28,10 +28,11 @@ from commands.names import NameGenerator
 from commands.pool import Meta, PoolCommands
 from commands.provider import PoolTarget, Provider
 from commands.worker import GROUP, Worker
-from events import Event, Keys, Recorded, decode_entry
+from events import CONTROL, Event, Keys, Recorded, decode_entry
 from events.fold import PoolState, accepts, fire, fold
 from events.lease import Lease
 from events.lifecycle import PENDING, STATES, TRANSITIONS
+from events.od_fold import RequestsState, fold_requests
 from events.streams import text, xrange
 from projectors import ALL_PROJECTIONS, ProjectionRunner
 from providers.dummy import DummyProvider, DummyVm
@@ -71,6 +72,10 @@ async def read_state(redis: aioredis.Redis, keys: Keys, pool: str) -> PoolState:
         pipe.hgetall(f"{base}:carry")
         pipe.zrange(f"{base}:gone", 0, -1, withscores=True)
         pipe.hgetall(keys.config(pool))
+        pipe.hgetall(f"{base}:od")
+        pipe.zrange(f"{base}:odq", 0, -1, withscores=True)
+        pipe.hgetall(f"{base}:odm")
+        pipe.hgetall(f"{base}:odn")
         raw = await pipe.execute()
     state = {k.decode(): v.decode() for k, v in raw[0].items()}
     entered: dict[str, int] = {}
@@ -80,7 +85,7 @@ async def read_state(redis: aioredis.Redis, keys: Keys, pool: str) -> PoolState:
             assert state.get(vm) == s, f"{vm} is in s:{s} but its state is {state.get(vm)!r}"
             entered[vm] = _ms(score)
     assert set(entered) == set(state), "a VM has a state but no entry time"
-    due_raw, carry_raw, gone_raw, cfg_raw = raw[1 + len(STATES) :]
+    due_raw, carry_raw, gone_raw, cfg_raw, od_raw, odq_raw, odm_raw, odn_raw = raw[1 + len(STATES) :]
     return PoolState(
         state=state,
         entered=entered,
@@ -88,6 +93,27 @@ async def read_state(redis: aioredis.Redis, keys: Keys, pool: str) -> PoolState:
         carry={k.decode(): int(v) for k, v in carry_raw.items()},
         gone={m.decode(): _ms(s) for m, s in gone_raw},
         cfg={k.decode(): v.decode() for k, v in cfg_raw.items()},
+        od={k.decode(): v.decode() for k, v in od_raw.items()},
+        odq={m.decode(): _ms(s) for m, s in odq_raw},
+        odm={k.decode(): v.decode() for k, v in odm_raw.items()},
+        odn={k.decode(): v.decode() for k, v in odn_raw.items()},
+    )
+
+
+async def read_requests(redis: aioredis.Redis, keys: Keys) -> RequestsState:
+    """The control slot's on-demand request keys as a ``RequestsState``."""
+    root = keys.base(CONTROL)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(f"{root}:od:status")
+        pipe.zrange(f"{root}:od:due", 0, -1, withscores=True)
+        pipe.zrange(f"{root}:od:work", 0, -1, withscores=True)
+        pipe.hgetall(f"{root}:od:req")
+        status, due, work, req = await pipe.execute()
+    return RequestsState(
+        status={k.decode(): v.decode() for k, v in status.items()},
+        due={m.decode(): _ms(s) for m, s in due},
+        work={m.decode(): _ms(s) for m, s in work},
+        req={k.decode(): v.decode() for k, v in req.items()},
     )
 
 
@@ -186,7 +212,7 @@ class History:
     OPS = {"configure": 2, "checkout": 8, "return": 3, "clone_started": 2, "cloned": 10, "ready": 12,
            "clone_failed": 2, "lifetime": 2, "advance": 4, "fire": 2, "reset": 1, "reconcile": 3,
            "destroy_started": 3, "destroyed": 3, "destroy_failed": 3, "tag": 2, "discard": 2, "refused": 3,
-           "revert": 2}
+           "revert": 2, "od_open": 2, "od_start": 3, "od_close": 1}
     """Operation → weight."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, pool: str, choose: Choose, *, seed: int) -> None:
@@ -249,10 +275,35 @@ class History:
         await self._many("cloning", ev.VmCloned(seconds=1.5))
 
     async def _ready(self) -> None:
-        await self._many("booting", ev.VmReady(boot_seconds=3.0))
+        """Some booting VMs answer: the pool's become ready, on-demand ones go to their request."""
+        vms = in_state(self.live, "booting")
+        for vm in [vm for vm in vms if self.choose.int(0, 2)] or vms[:1]:
+            await self.cmds.ready(self.pool, vm, ev.VmReady(boot_seconds=3.0), META)
 
     async def _clone_failed(self) -> None:
-        await self._one(("cloning",), ev.VmCloneFailed(error="boom"))
+        await self._one(("cloning",), ev.VmCloneFailed(error="boom", permanent=self.choose.int(0, 3) == 0))
+
+    async def _od_open(self) -> None:
+        c = self.choose
+        opened = ev.PoolOndemandRequested(
+            request_id=c.pick(["r1", "r2", "r3"]), requested_as=c.pick(["a", "b"]), count=c.int(1, 3),
+            lifetime=c.int(0, 3), token_user=c.pick(["", "u"]), max_retries=c.int(0, 2))
+        await self.cmds.ondemand_open(self.pool, opened, META)
+
+    async def _od_start(self) -> None:
+        """Never more on-demand clones in flight than the limit (unless there were before the call)."""
+        limit = self.choose.int(0, 3)
+        before = len([vm for vm in in_state(self.live, "cloning") if vm in self.live.od])
+        made = await self.cmds.ondemand_start(self.pool, limit, META)
+        after = await read_state(self.redis, self.keys, self.pool)
+        in_flight = len([vm for vm in in_state(after, "cloning") if vm in after.od])
+        assert in_flight <= max(before, limit), f"{in_flight} on-demand clones over the limit {limit}"
+        assert not made or in_flight <= limit
+
+    async def _od_close(self) -> None:
+        c = self.choose
+        await self.cmds.ondemand_close(self.pool, c.pick(["r1", "r2", "r3"]),
+                                       c.pick(["fulfilled", "failed", "cancelled"]), META)
 
     async def _lifetime(self) -> None:
         await self._one(("running",), ev.VmLifetimeChanged(hours=self.choose.int(0, 4)))
@@ -373,6 +424,34 @@ async def test_replay_equals_live(redis: aioredis.Redis, prefix: str, data: st.D
     assert fold(await read_log(redis, keys, POOL)) == folded
 
 
+@pytest.mark.slow
+@settings(max_examples=20, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+async def test_request_replay_equals_live(redis: aioredis.Redis, prefix: str, data: st.DataObject) -> None:
+    """The control slot's request keys equal ``fold_requests`` of the control stream after every
+    request event, whether the status allowed it or not, and TTLs fired by the clock."""
+    keys, c = _sub(prefix), Choose(data=data)
+    clock = FakeClock()
+    cmds = PoolCommands(redis, keys, clock=clock)
+    for _ in range(40):
+        clock.now += c.pick([0, SEC, MIN, 10 * MIN])
+        rid = c.pick(["r1", "r2", "r3"])
+        event = c.pick([
+            ev.OndemandAccepted(request_id=rid, slices={"a": {"p": c.int(1, 3)}}, lifetime=c.int(0, 2),
+                                ttl_ms=c.pick([0, MIN, 5 * MIN])),
+            ev.OndemandFulfilled(request_id=rid), ev.OndemandFailed(request_id=rid, reason="x"),
+            ev.OndemandCancelled(request_id=rid),
+            ev.OndemandReleased(request_id=rid, status=c.pick(["fulfilled", "failed", "cancelled"])),
+        ])
+        if c.int(0, 4) == 0:
+            await cmds.control_fire(META)
+        else:
+            await cmds.control(rid, event, META)
+        log = [decode_entry(CONTROL, p, f) for p, f in await xrange(redis, keys.control_stream())]
+        assert await read_requests(redis, keys) == fold_requests(log)
+
+
 # --- invariants, read from the log ---------------------------------------------------------------
 
 
@@ -393,9 +472,9 @@ def check_log_invariants(log: Sequence[Recorded]) -> Counter[str]:
             handable.discard(r.vm)
         state = fold([r], state)
         size, limit = int(state.cfg["size"]), int(state.cfg["clone_limit"])
-        cloning = len(in_state(state, "cloning"))
-        pending_ready = len(in_state(state, "cloning", "booting", "ready"))
-        if r.type == "vm.clone-requested":
+        cloning = len([vm for vm in in_state(state, "cloning") if vm not in state.od])
+        pending_ready = len([vm for vm in in_state(state, "cloning", "booting", "ready") if vm not in state.od])
+        if r.type == "vm.clone-requested" and r.vm not in state.od:
             assert cloning <= limit, f"{cloning} clones in flight over the limit {limit} at {r.position}"
             assert pending_ready <= size, f"clone requested over size at {r.position}"
         command_ends = i + 1 == len(log) or log[i + 1].event_id.rsplit("-", 1)[0] != r.event_id.rsplit("-", 1)[0]

@@ -392,3 +392,81 @@ def test_fold_is_evolve_applied_in_order(steps: list[tuple[str, str, int]], cut:
     for r in records:
         state = evolve(state, r)
     assert state == whole
+
+
+# --- on-demand: slices in the pool, requests in the control slot ----------------------------------
+
+SLICE = "r1:alias"
+OPENED = ev.PoolOndemandRequested(request_id="r1", requested_as="alias", count=2, lifetime=4, max_retries=1)
+OD_CLONE = ev.VmCloneRequested(template="tpl", reason="ondemand", request_id="r1", pool_alias="alias")
+
+
+def od_pool(*events: tuple[Event, str]) -> PoolState:
+    """Configure, open ``OPENED``, then fold ``(event, vm)`` pairs one second apart."""
+    records = [rec(CFG, vm="", at=T0), rec(OPENED, vm="", at=T0 + 1)]
+    records += [rec(e, vm=vm, at=T0 + 1000 * (i + 1)) for i, (e, vm) in enumerate(events)]
+    return fold(records)
+
+
+def test_open_slice_counts_clones_to_start_and_refuses_a_second_open() -> None:
+    state = od_pool()
+    assert (state.odq, state.odn) == ({SLICE: T0 + 1}, {f"w:{SLICE}": "2"})
+    assert msgspec.json.decode(state.odm[SLICE])["max_retries"] == 1
+    assert evolve(state, rec(OPENED, vm="", at=T0 + 5)) is state
+
+
+def test_clone_for_a_slice_is_tracked_and_delivery_is_counted() -> None:
+    state = od_pool((OD_CLONE, "a"), (ev.VmCloned(seconds=1.0), "a"), (ev.VmReady(boot_seconds=1.0), "a"),
+                    (ev.VmCheckedOut(lifetime=4, request_id="r1", requested_as="alias"), "a"))
+    assert state.od == {"a": SLICE}
+    assert (state.odn[f"w:{SLICE}"], state.odn[f"d:{SLICE}"]) == ("1", "1")
+    assert state.due["life:a"] == T0 + 4000 + 4 * HOUR  # the request's lifetime, from delivery
+    assert state.state["a"] == "running"
+
+
+def test_lost_clone_is_retried_then_the_slice_fails() -> None:
+    once = od_pool((OD_CLONE, "a"), (ev.VmCloneFailed(error="busy"), "a"))
+    assert (once.odn[f"w:{SLICE}"], once.odn[f"r:{SLICE}"]) == ("2", "1")
+    twice = od_pool((OD_CLONE, "a"), (ev.VmCloneFailed(error="busy"), "a"), (OD_CLONE, "b"),
+                    (ev.VmCloned(seconds=1.0), "b"), (ev.VmExpired(reason="boot_timeout"), "b"))
+    assert twice.odn[f"f:{SLICE}"] == "Max retry attempts exceeded"
+    assert twice.odn[f"w:{SLICE}"] == "0"
+
+
+def test_permanent_failure_fails_the_slice_at_once() -> None:
+    state = od_pool((OD_CLONE, "a"), (ev.VmCloneFailed(error="template not found", permanent=True), "a"))
+    assert state.odn[f"f:{SLICE}"] == "Configuration error: template not found"
+    assert f"r:{SLICE}" not in state.odn
+
+
+def test_closing_forgets_slices_and_losses_after_it_are_not_retried() -> None:
+    state = od_pool((OD_CLONE, "a"), (ev.PoolOndemandClosed(request_id="r1", reason="cancelled"), ""),
+                    (ev.VmDiscarded(reason="on-demand request cancelled"), "a"))
+    assert (state.odq, state.odm, state.odn) == ({}, {}, {})
+    assert state.od == {"a": SLICE}  # until the VM is gone
+    gone = fold([rec(ev.VmDestroyed(), vm="a", at=T0 + 9000)], state)
+    assert gone.od == {}
+
+
+def test_pool_vms_are_untouched_by_ondemand_bookkeeping() -> None:
+    state = od_pool((ev.VmCloneRequested(template="tpl"), "p"), (ev.VmCloneFailed(error="busy"), "p"))
+    assert (state.od, state.odn) == ({}, {f"w:{SLICE}": "2"})
+
+
+def test_request_status_transitions_and_deadlines() -> None:
+    from events.od_fold import RequestsState, evolve_requests, fold_requests
+
+    accepted = ev.OndemandAccepted(request_id="r1", slices={"a": {"p": 1}}, lifetime=1, ttl_ms=5 * MIN)
+    state = fold_requests([rec(accepted, vm="", at=T0)])
+    assert (state.status, state.due, state.work) == ({"r1": "pending"}, {"r1": T0 + 5 * MIN}, {"r1": T0})
+    assert evolve_requests(state, rec(accepted, vm="", at=T0 + 1)) is state  # duplicate id
+    done = fold_requests([rec(ev.OndemandFulfilled(request_id="r1"), vm="", at=T0 + 2)], state)
+    assert (done.status["r1"], done.due) == ("fulfilled", {})
+    assert evolve_requests(done, rec(ev.OndemandFailed(request_id="r1", reason="ttl"), vm="", at=T0 + 3)) is done
+    wrong = rec(ev.OndemandReleased(request_id="r1", status="failed"), vm="", at=T0 + 3)
+    assert evolve_requests(done, wrong) is done
+    released = fold_requests([rec(ev.OndemandReleased(request_id="r1", status="fulfilled"), vm="", at=T0 + 3)], done)
+    assert released.work == {}
+    cancelled = fold_requests([rec(ev.OndemandCancelled(request_id="r1"), vm="", at=T0 + 4)], released)
+    assert (cancelled.status["r1"], cancelled.work) == ("cancelled", {"r1": T0 + 4})  # work again: destroy VMs
+    assert evolve_requests(RequestsState(), rec(ev.OndemandCancelled(request_id="x"), vm="", at=T0)) == RequestsState()
