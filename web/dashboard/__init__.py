@@ -1,0 +1,8 @@
+"""The dashboard: a static page from this package, its JSON reads, live updates by SSE, and
+vmpooler's ``/dashboard/stats/vmpooler/{pool,running}`` answered from our own history series."""
+
+from __future__ import annotations
+
+from ._routes import dashboard_routes
+
+__all__ = ["dashboard_routes"]
