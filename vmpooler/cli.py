@@ -20,7 +20,7 @@ import msgspec
 import uvicorn
 
 from commands.settings import ConfigError, Settings
-from events import Recorded
+from events import CONTROL, Recorded
 
 from .config import load_settings
 from .wiring import Service, build_app, open_redis
@@ -174,6 +174,8 @@ async def _serve(
             # No X-Forwarded-* rewriting: nothing reads the client address yet, and it costs ~10 %.
             proxy_headers=False,
             lifespan="on",
+            # Open dashboards hold endless event streams; without a bound, a stop would wait for them.
+            timeout_graceful_shutdown=5,
         )
         server = _Server(config)
         assert listener is not None
@@ -192,6 +194,9 @@ async def _serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shutdown)
     if "manager" in roles:
+        if "api" not in roles and service.settings.metrics_backend == "prometheus":
+            # the registry is served by the API; a manager alone has nowhere to show its metrics
+            log.warning(":prometheus: metrics of a manager-only process are not served; run the API with it")
         tasks.append(asyncio.create_task(service.run_manager(stop)))
     # Everything built so far lives as long as the process: keep it out of the cyclic collector,
     # whose full passes over the app's objects otherwise show up as 10-20 ms latency spikes.
@@ -224,12 +229,14 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
             return await _events(service, args)
         if command == "projections":
             n = await service.projections().rebuild()
+            n += await service.ondemand_projections().rebuild()
             print(f"rebuilt {len(service.pools)} pools' read models from {n} events")
             return 0
         if command == "state":
             refused = 0
             for pool in service.pools:
                 refused += await service.commands.rebuild_state(pool)
+            refused += await service.commands.rebuild_state(CONTROL)  # on-demand requests
             print(f"rebuilt decision state of {len(service.pools)} pools ({refused} entries refused)")
             return 1 if refused else 0
         raise AssertionError(command)

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -21,28 +21,47 @@ from typing import IO
 import redis.asyncio as aioredis
 from litestar import Litestar
 
+from commands.checkout import CheckoutService
+from commands.dns import DNS_CLASSES, DnsRecords
 from commands.handlers import Handlers
 from commands.manager import Manager
+from commands.metrics import Metrics
 from commands.names import NameGenerator
+from commands.ondemand import OndemandService
 from commands.pool import PoolCommands, system_clock
 from commands.provider import PoolTarget, Provider
+from commands.purge import purge_unconfigured
 from commands.settings import ConfigError, ProviderSettings, Settings
 from commands.worker import Worker
-from events import Keys, PoolConfigured
-from projectors import ALL_PROJECTIONS, ProjectionRunner, ReadModels
+from events import CONTROL, Keys, PoolConfigured
+from projectors import ALL_PROJECTIONS, OndemandStatus, ProjectionRunner, ReadModels
+from projectors.history import History
 from providers.dummy import DummyProvider
 from providers.vsphere import VsphereProvider
 from web.app import ApiDeps, create_app
+from web.auth import Authenticator, DummyAuthenticator
+from web.auth_ldap import LdapAuthenticator
 
+from .metrics import build_metrics, close_metrics, prometheus_registry, run_metric_sources
 from .redis_server import RedisServer
 
 __all__ = ["Service", "build_app", "open_redis", "pool_settings"]
 
 log = logging.getLogger(__name__)
 
-PROVIDER_CLASSES: dict[str, Callable[[ProviderSettings, aioredis.Redis, str], Provider]] = {
-    "dummy": lambda p, redis, prefix: DummyProvider(p.name, redis, prefix=prefix, options=p.options),
-    "vsphere": lambda p, redis, prefix: VsphereProvider(p.name, p.options),
+# builders get the provider's settings, the Redis client, the key prefix and the service being built
+# (for the :config: section and the metrics sink)
+PROVIDER_CLASSES: dict[str, Callable[[ProviderSettings, aioredis.Redis, str, Service], Provider]] = {
+    "dummy": lambda p, redis, prefix, service: DummyProvider(p.name, redis, prefix=prefix, options=p.options),
+    "vsphere": lambda p, redis, prefix, service: VsphereProvider(
+        # getattr: Service.metrics is inferred in __post_init__, after this table (mypy has-type)
+        p.name,
+        p.options,
+        global_options=service.settings.config,
+        metrics=getattr(service, "metrics", None),
+        redis=redis,  # migration_limit is counted across processes
+        key_prefix=prefix,
+    ),
 }
 
 
@@ -130,6 +149,20 @@ def _answers(port: int) -> bool:
         return False
 
 
+def history_projection(env: Mapping[str, str] = os.environ) -> History:
+    """The dashboard's history series; retention from ``VMPOOLER_HISTORY_MINUTE_HOURS`` (hours of
+    minute points, default 25) and ``VMPOOLER_HISTORY_HOUR_DAYS`` (days of hour points, default 30)."""
+    values = {}
+    for name, default in (("VMPOOLER_HISTORY_MINUTE_HOURS", 25), ("VMPOOLER_HISTORY_HOUR_DAYS", 30)):
+        raw = env.get(name, "").strip()
+        if raw and (not raw.isdigit() or int(raw) < 1):
+            raise ConfigError(f"{name}: expected a whole number >= 1, got {raw!r}")
+        values[name] = int(raw) if raw else default
+    return History(
+        minute_hours=values["VMPOOLER_HISTORY_MINUTE_HOURS"], hour_days=values["VMPOOLER_HISTORY_HOUR_DAYS"]
+    )
+
+
 def pool_settings(settings: Settings) -> dict[str, PoolConfigured]:
     """What the YAML asks of each pool, as the decision scripts record it."""
     return {
@@ -161,14 +194,17 @@ class Service:
                 ":auth: provider 'dummy' accepts almost any credentials; set VMPOOLER_DEBUG to use it"
             )
         self.keys = Keys(settings.redis.prefix)
+        # DNS plugins by :dns_configs: dns_class; built now so an unavailable class stops startup
+        self.dns = DnsRecords(settings, DNS_CLASSES)
         self.commands = PoolCommands(client, self.keys, names=NameGenerator(settings.config.prefix))
         self.reads = ReadModels(client, self.keys)
+        self.metrics: Metrics = build_metrics(settings)
         self.providers: dict[str, Provider] = {}
         for name, p in settings.providers.items():
             build = PROVIDER_CLASSES.get(p.provider_class)
             if build is None:
                 raise ConfigError(f":providers: {name}: provider_class {p.provider_class!r} is not available")
-            self.providers[name] = build(p, client, settings.redis.prefix)
+            self.providers[name] = build(p, client, settings.redis.prefix, self)
         self._targets = {
             pool.name: (
                 self.providers[pool.provider],
@@ -203,6 +239,8 @@ class Service:
                 for p in self.settings.pools
                 if p.check_hostname_for_mismatch and config.check_ready_vm_hostname_for_mismatch
             ),
+            ondemand=OndemandService(self.settings, self.commands, CheckoutService(self.settings, self.commands)),
+            ondemand_clone_limit=config.ondemand_clone_limit,
         )
 
     def worker(self) -> Worker:
@@ -213,6 +251,7 @@ class Service:
             worker=self.name,
             migrate=bool(config.migration_limit),
             provider_calls=max(1, config.task_limit),
+            dns=self.dns,
         )
         return Worker(
             self.redis.client,
@@ -228,19 +267,50 @@ class Service:
         )
 
     def projections(self) -> ProjectionRunner:
+        projections = [*ALL_PROJECTIONS(), history_projection()]
+        return ProjectionRunner(self.redis.client, self.keys, projections, self.pools, consumer=self.name)
+
+    def ondemand_projections(self) -> ProjectionRunner:
+        """The on-demand request status, folded from the pool streams and the control stream."""
         return ProjectionRunner(
-            self.redis.client, self.keys, ALL_PROJECTIONS(), self.pools, consumer=self.name
+            self.redis.client, self.keys, [OndemandStatus()], [*self.pools, CONTROL], consumer=self.name
         )
 
     async def run_manager(self, stop: asyncio.Event) -> None:
         """The manager role: pool timers, workers and projectors."""
-        await asyncio.gather(self.manager().run(stop), self.worker().run(stop), self.projections().run(stop))
+        await asyncio.gather(
+            self.manager().run(stop),
+            self.worker().run(stop),
+            self.projections().run(stop),
+            self.ondemand_projections().run(stop),
+            purge_unconfigured(self.settings, self.providers, self._targets.values()),
+            run_metric_sources(
+                self.redis.client, self.keys, self.pools, self.metrics, stop,
+                consumer=self.name, usage_stats=self.settings.config.usage_stats,
+                live_ms=max(60_000, self.settings.config.reclaim_idle_seconds * 1000),
+            ),
+        )
 
     async def close(self) -> None:
         for provider in self.providers.values():
             with contextlib.suppress(Exception):
                 await provider.close()
+        close_metrics(self.metrics)
         await self.redis.close()
+
+
+def build_authenticator(settings: Settings) -> Authenticator | None:
+    """The basic-auth checker for ``:auth: provider`` (``None`` when auth is off).
+
+    Raises:
+        ConfigError: the LDAP settings are unusable.
+    """
+    auth = settings.auth
+    if auth is None:
+        return None
+    if auth.provider == "ldap" and auth.ldap is not None:
+        return LdapAuthenticator(auth.ldap)
+    return DummyAuthenticator()
 
 
 def build_app(service: Service) -> Litestar:
@@ -254,5 +324,8 @@ def build_app(service: Service) -> Litestar:
             reads=service.reads,
             clock=system_clock,
             started_at=system_clock(),
+            authenticator=build_authenticator(service.settings),
+            metrics=service.metrics,
+            prometheus_registry=prometheus_registry(service.metrics),
         )
     )

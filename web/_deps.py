@@ -7,9 +7,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from commands.checkout import CheckoutService
+from commands.metrics import Metrics, NullMetrics
 from commands.pool import PoolCommands
 from commands.settings import Settings
 from commands.tokens import Tokens
@@ -17,7 +19,7 @@ from commands.vm_ops import VmOps
 from events import Keys
 from projectors.read import ReadModels
 from projectors.read_stats import StatsReader
-from web.auth import Auth
+from web.auth import Auth, Authenticator
 
 __all__ = ["ApiDeps", "Services"]
 
@@ -39,6 +41,11 @@ class ApiDeps:
         clock: current time in milliseconds since the epoch.
         started_at: when this process started (ms), for ``/status`` uptime.
         new_id: fresh correlation ids, one per request.
+        authenticator: checks basic-auth credentials; ``None`` picks from ``:auth: provider`` (``dummy``
+            is built in; any other provider refuses everyone unless the composition root passes one).
+        metrics: where API outcomes that are not events go (``checkout.empty`` ...); a no-op by default.
+        prometheus_registry: the process's Prometheus registry when ``:prometheus:`` is the sink; the
+            API serves it at ``prometheus_endpoint`` and adds its HTTP metrics to it.
     """
 
     settings: Settings
@@ -49,6 +56,9 @@ class ApiDeps:
     clock: Callable[[], int]
     started_at: int
     new_id: Callable[[], str] = field(default=_new_id)
+    authenticator: Authenticator | None = None
+    metrics: Metrics = field(default_factory=NullMetrics)
+    prometheus_registry: CollectorRegistry | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,5 +82,5 @@ class Services:
             vm_ops=VmOps(deps.redis, deps.keys, deps.commands),
             stats=StatsReader(deps.redis, deps.keys),
             tagfilter=tagfilter,
-            auth=Auth(deps.settings, Tokens(deps.redis, deps.keys, deps.clock)),
+            auth=Auth(deps.settings, Tokens(deps.redis, deps.keys, deps.clock), deps.authenticator),
         )

@@ -7,8 +7,13 @@ from litestar.config.compression import CompressionConfig
 from litestar.openapi import OpenAPIConfig
 
 from web._deps import ApiDeps, Services
+from web.auth import AuthUnavailable, auth_unavailable_response
+from web.dashboard import dashboard_routes
 from web.errors import EXCEPTION_HANDLERS
+from web.prometheus import prometheus_parts
+from web.ratelimit import rate_limiting
 from web.routes_config import config_routes
+from web.routes_ondemand import ondemand_routes
 from web.routes_status import status_routes
 from web.routes_summary import summary_routes
 from web.routes_tasks import task_routes
@@ -32,6 +37,7 @@ def create_app(deps: ApiDeps) -> Litestar:
         The Litestar application (an ASGI app); its OpenAPI document is at ``/schema/openapi.json``.
     """
     services = Services.build(deps)
+    prometheus = prometheus_parts(deps)
     return Litestar(
         route_handlers=[
             *vm_routes(services),
@@ -40,8 +46,14 @@ def create_app(deps: ApiDeps) -> Litestar:
             *summary_routes(services),
             *config_routes(services),
             *token_routes(services),
+            *ondemand_routes(services),
+            *dashboard_routes(services),
+            *prometheus.routes,
         ],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, AuthUnavailable: auth_unavailable_response},
+        # Prometheus outermost, so requests refused by the rate limiter are counted too.
+        middleware=[*prometheus.middleware, *rate_limiting(deps.settings, deps.redis, deps.keys.prefix, deps.clock)],
+        after_exception=prometheus.after_exception,
         # vmpooler always mounts Rack::Deflater.
         compression_config=CompressionConfig(backend="gzip", minimum_size=500),
         openapi_config=OpenAPIConfig(
