@@ -8,7 +8,7 @@ import msgspec
 
 import events as ev
 from events import Keys, Recorded
-from events.lifecycle import SAME, TERMINAL, TRANSITIONS
+from events.lifecycle import PENDING, SAME, TERMINAL, TRANSITIONS
 from events.streams import text
 
 from ._tx import Tx
@@ -18,10 +18,11 @@ __all__ = ["PoolStatus"]
 
 
 class PoolStatus:
-    """Keeps ``<rm:status>`` (the view) and ``<rm:status>:of`` (hash VM → state, to move counts).
+    """Keeps ``<rm:status>`` (the view), ``<rm:status>:of`` (hash VM → state, to move counts) and
+    ``<rm:status>:od`` (hash VM → on-demand request, while the VM clones or boots for one).
 
-    The per-VM states are a hash, not part of the view, so a batch costs O(VMs in the batch), not
-    O(VMs in the pool).
+    The per-VM hashes are not part of the view, so a batch costs O(VMs in the batch), not O(VMs in
+    the pool).
     """
 
     name = "status"
@@ -31,35 +32,68 @@ class PoolStatus:
 
     async def apply(self, keys: Keys, pool: str, batch: Sequence[Recorded], tx: Tx) -> None:
         key = keys.read_model(pool, self.name)
-        of_key = f"{key}:of"
+        of_key, od_key = f"{key}:of", f"{key}:od"
         view = await tx.get_json(key, PoolStatusView) or PoolStatusView(pool=pool)
-        view = msgspec.structs.replace(view, counts=dict(view.counts))
+        view = msgspec.structs.replace(
+            view,
+            counts=dict(view.counts),
+            ondemand_owed=dict(view.ondemand_owed),
+            ondemand_pending=dict(view.ondemand_pending),
+        )
         vms = sorted({r.vm for r in batch if r.vm})
         known: dict[str, str] = {}
+        requests: dict[str, str] = {}
         if vms:
             states = await tx.redis.hmget(of_key, vms)
             known = {vm: text(s) for vm, s in zip(vms, states, strict=True)}
+            owners = await tx.redis.hmget(od_key, vms)
+            requests = {vm: text(o) for vm, o in zip(vms, owners, strict=True) if o is not None}
         for r in batch:
             e = r.event
             if isinstance(e, ev.PoolConfigured):
                 view.size, view.template, view.clone_target = e.size, e.template, e.clone_target
                 view.clone_limit, view.ready_ttl, view.timeout = e.clone_limit, e.ready_ttl, e.timeout
                 continue
+            if isinstance(e, ev.PoolOndemandRequested):
+                view.ondemand_owed[e.request_id] = e.count
+                continue
+            if isinstance(e, ev.PoolOndemandClosed):
+                view.ondemand_owed.pop(e.request_id, None)
+                view.ondemand_pending.pop(e.request_id, None)
+                continue
             if isinstance(e, ev.VmReady):
                 view.last_boot = r.at
+            if isinstance(e, ev.VmCheckedOut) and e.request_id in view.ondemand_owed:
+                _add(view.ondemand_owed, e.request_id, -1)
             rule = TRANSITIONS.get(r.type)
             if rule is None or rule.target == SAME or not r.vm:
                 continue
+            if isinstance(e, ev.VmCloneRequested) and e.request_id in view.ondemand_owed:
+                requests[r.vm] = e.request_id
+                _add(view.ondemand_pending, e.request_id, 1)
+                tx.op("HSET", od_key, r.vm, e.request_id)
+            elif rule.target not in PENDING and r.vm in requests:
+                request = requests.pop(r.vm)
+                if request in view.ondemand_pending:
+                    _add(view.ondemand_pending, request, -1)
+                tx.op("HDEL", od_key, r.vm)
             old = known.get(r.vm, "")
             if old:
-                view.counts[old] = view.counts.get(old, 0) - 1
-                if view.counts[old] == 0:
-                    del view.counts[old]
+                _add(view.counts, old, -1)
             if rule.target in TERMINAL:
                 known[r.vm] = ""
                 tx.op("HDEL", of_key, r.vm)
             else:
                 known[r.vm] = rule.target
-                view.counts[rule.target] = view.counts.get(rule.target, 0) + 1
+                _add(view.counts, rule.target, 1)
                 tx.op("HSET", of_key, r.vm, rule.target)
         tx.put_json(key, view)
+
+
+def _add(counts: dict[str, int], key: str, n: int) -> None:
+    """Add ``n`` to ``counts[key]``, dropping the key at 0."""
+    value = counts.get(key, 0) + n
+    if value:
+        counts[key] = value
+    else:
+        counts.pop(key, None)

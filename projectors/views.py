@@ -50,6 +50,8 @@ class PoolStatusView(msgspec.Struct, kw_only=True, omit_defaults=True):
         counts: live state → number of VMs in it (cloning, booting, ready, running, completed, ...).
         size, template, clone_target, clone_limit, ready_ttl, timeout: effective settings.
         last_boot: ms time a VM last became ready (0 = never).
+        ondemand_owed: open on-demand request → VMs of this pool it still waits for.
+        ondemand_pending: open on-demand request → its VMs of this pool now cloning or booting.
     """
 
     pool: str
@@ -61,3 +63,14 @@ class PoolStatusView(msgspec.Struct, kw_only=True, omit_defaults=True):
     ready_ttl: int = 0
     timeout: int = 0
     last_boot: int = 0
+    ondemand_owed: dict[str, int] = msgspec.field(default_factory=dict)
+    ondemand_pending: dict[str, int] = msgspec.field(default_factory=dict)
+
+    @property
+    def requested(self) -> int:
+        """On-demand VMs asked of this pool whose clone is not requested yet (vmpooler's
+        ``requested``: on-demand work not yet pending)."""
+        return sum(
+            max(0, owed - self.ondemand_pending.get(request, 0))
+            for request, owed in self.ondemand_owed.items()
+        )

@@ -76,20 +76,21 @@ def _queue(settings: Settings, views: Mapping[str, PoolStatusView]) -> dict[str,
     def total(*states: str) -> int:
         return sum(_count(views[p.name], *states) for p in settings.pools)
 
-    # vmpooler's `requested` counts on-demand work not yet pending (always 0 there, a key-name bug);
-    # 0 here until on-demand requests exist. Its completed set keeps a VM until the destroy is done.
+    # vmpooler's `requested` means on-demand work not yet pending (always 0 there, a key-name bug).
+    # Its completed set keeps a VM until the destroy is done.
+    requested = sum(views[p.name].requested for p in settings.pools)
     cloning, booting = total("cloning"), total("booting")
     ready, running, completed = total("ready"), total("running"), total("completed", "destroying")
     pending = cloning + booting
     return {
-        "requested": 0,
+        "requested": requested,
         "pending": pending,
         "cloning": cloning,
         "booting": booting,
         "ready": ready,
         "running": running,
         "completed": completed,
-        "total": pending + ready + running + completed,
+        "total": requested + pending + ready + running + completed,
     }
 
 

@@ -262,7 +262,13 @@ async def test_request_is_fulfilled_by_vms_that_go_straight_to_running(env: Env)
         assert (
             len([s for s in (await od.of_request("pool1", rid)).values() if s == "cloning"]) == 2
         )  # clone limit
+        await od.project()
+        queue = body(await od.api.client.get("/api/v3/status?view=queue"))["queue"]
+        # the third poolone VM waits for a clone slot: on-demand work not yet pending
+        assert (queue["requested"], queue["pending"], queue["total"]) == (1, 3, 4)
         await od.settle()
+        queue = body(await od.api.client.get("/api/v3/status?view=queue"))["queue"]
+        assert (queue["requested"], queue["pending"], queue["running"]) == (0, 0, 4)
         status, ready = await od.get(rid)
         assert status == 200
         assert list(ready) == ["ok", "request_id", "ready", "poolone", "pool2"]
