@@ -103,6 +103,8 @@ class GlobalSettings(msgspec.Struct, frozen=True, kw_only=True):
         max_deliveries: deliveries of one work item before it goes to the dead-letter stream.
         reclaim_idle_seconds: seconds a delivered work item may stay unacknowledged before another
             worker reclaims it.
+        history_minute_hours: hours of per-minute dashboard history kept (by event time).
+        history_hour_days: days of per-hour dashboard history kept (by event time).
         debug: development mode (env ``VMPOOLER_DEBUG``): logs to stdout and allows ``dummy`` auth.
         extra: keys of ``:config:`` this version does not know, as given (for providers and plugins).
     """
@@ -170,5 +172,7 @@ class GlobalSettings(msgspec.Struct, frozen=True, kw_only=True):
     health_thresholds: HealthThresholds = HealthThresholds()
     max_deliveries: Positive = 5
     reclaim_idle_seconds: Positive = 60
+    history_minute_hours: Positive = 25
+    history_hour_days: Positive = 30
     debug: bool = False
     extra: dict[str, Any] = msgspec.field(default_factory=dict)

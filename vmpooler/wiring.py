@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -149,18 +149,10 @@ def _answers(port: int) -> bool:
         return False
 
 
-def history_projection(env: Mapping[str, str] = os.environ) -> History:
-    """The dashboard's history series; retention from ``VMPOOLER_HISTORY_MINUTE_HOURS`` (hours of
-    minute points, default 25) and ``VMPOOLER_HISTORY_HOUR_DAYS`` (days of hour points, default 30)."""
-    values = {}
-    for name, default in (("VMPOOLER_HISTORY_MINUTE_HOURS", 25), ("VMPOOLER_HISTORY_HOUR_DAYS", 30)):
-        raw = env.get(name, "").strip()
-        if raw and (not raw.isdigit() or int(raw) < 1):
-            raise ConfigError(f"{name}: expected a whole number >= 1, got {raw!r}")
-        values[name] = int(raw) if raw else default
-    return History(
-        minute_hours=values["VMPOOLER_HISTORY_MINUTE_HOURS"], hour_days=values["VMPOOLER_HISTORY_HOUR_DAYS"]
-    )
+def history_projection(settings: Settings) -> History:
+    """The dashboard's history series, kept as ``:config: history_minute_hours`` and ``history_hour_days`` say."""
+    config = settings.config
+    return History(minute_hours=config.history_minute_hours, hour_days=config.history_hour_days)
 
 
 def pool_settings(settings: Settings) -> dict[str, PoolConfigured]:
@@ -267,7 +259,7 @@ class Service:
         )
 
     def projections(self) -> ProjectionRunner:
-        projections = [*ALL_PROJECTIONS(), history_projection()]
+        projections = [*ALL_PROJECTIONS(), history_projection(self.settings)]
         return ProjectionRunner(self.redis.client, self.keys, projections, self.pools, consumer=self.name)
 
     def ondemand_projections(self) -> ProjectionRunner:

@@ -236,15 +236,18 @@ async def test_the_service_registers_the_history_with_its_retention(
     redis: aioredis.Redis, redis_url: str
 ) -> None:
     from commands.settings import ConfigError
+    from vmpooler.config import parse_settings
     from vmpooler.wiring import RedisHandle, Service, history_projection
 
     service = Service(SETTINGS, RedisHandle(redis, redis_url))
     history = [p for p in service.projections().projections if isinstance(p, History)]
     assert [(h.minute.keep, h.hour.keep) for h in history] == [(25, 30)]
-    custom = history_projection({"VMPOOLER_HISTORY_MINUTE_HOURS": "48", "VMPOOLER_HISTORY_HOUR_DAYS": "7"})
+    doc = {"pools": [{"name": "p", "size": 1}], "config": {"history_minute_hours": 48, "history_hour_days": 7}}
+    custom = history_projection(parse_settings(doc, env={}))
     assert (custom.minute.keep, custom.hour.keep) == (48, 7)
-    with pytest.raises(ConfigError, match="VMPOOLER_HISTORY_HOUR_DAYS"):
-        history_projection({"VMPOOLER_HISTORY_HOUR_DAYS": "0"})
+    doc["config"] = {"history_hour_days": 0}
+    with pytest.raises(ConfigError, match="history_hour_days"):
+        parse_settings(doc, env={})
 
 
 async def test_a_stream_too_far_behind_is_told_to_resync(env: Env) -> None:
