@@ -23,7 +23,8 @@ from commands.settings import ConfigError, Settings
 from events import CONTROL, Recorded
 
 from .config import load_settings
-from .wiring import Service, build_app, open_redis
+from .redis_client import open_redis
+from .wiring import Service, build_app
 
 __all__ = ["main"]
 

@@ -12,7 +12,8 @@ import redis.asyncio as aioredis
 from commands.settings import ConfigError
 from tests.integration._api import ApiEnv, api_env, body, make_settings
 from vmpooler.config import parse_settings
-from vmpooler.wiring import RedisHandle, Service
+from vmpooler.redis_client import RedisHandle
+from vmpooler.wiring import Service
 
 POOLS = [{"name": "pool1", "size": 2}]
 AUTH = make_settings(

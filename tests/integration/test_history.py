@@ -237,7 +237,8 @@ async def test_the_service_registers_the_history_with_its_retention(
 ) -> None:
     from commands.settings import ConfigError
     from vmpooler.config import parse_settings
-    from vmpooler.wiring import RedisHandle, Service, history_projection
+    from vmpooler.redis_client import RedisHandle
+    from vmpooler.wiring import Service, history_projection
 
     service = Service(SETTINGS, RedisHandle(redis, redis_url))
     history = [p for p in service.projections().projections if isinstance(p, History)]

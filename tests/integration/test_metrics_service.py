@@ -7,7 +7,8 @@ import asyncio
 
 from tests.integration._metrics_env import UdpListener, until
 from vmpooler.config import parse_settings
-from vmpooler.wiring import Service, open_redis
+from vmpooler.redis_client import open_redis
+from vmpooler.wiring import Service
 
 
 async def test_manager_role_emits_clone_ready_and_sampled_metrics(redis_url: str, prefix: str) -> None:

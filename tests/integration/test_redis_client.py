@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from vmpooler.config import parse_settings
-from vmpooler.wiring import open_redis
+from vmpooler.redis_client import open_redis
 
 
 async def test_a_burst_beyond_the_pool_size_waits_instead_of_failing(redis_url: str, prefix: str) -> None:

@@ -18,7 +18,8 @@ from providers.vsphere import VsphereProvider
 from tests.contract.provider_contract import VmTracker
 from tests.vcsim import TEMPLATE, VcsimServer, build_vcsim, last_build_error, make_template, start_vcsim
 from vmpooler.config import parse_settings
-from vmpooler.wiring import RedisHandle, Service
+from vmpooler.redis_client import RedisHandle
+from vmpooler.wiring import Service
 
 
 async def purge(service: Service) -> None:

@@ -8,7 +8,8 @@ import time
 import redis.asyncio as aioredis
 
 from vmpooler.config import parse_settings
-from vmpooler.wiring import RedisHandle, Service
+from vmpooler.redis_client import RedisHandle
+from vmpooler.wiring import Service
 
 
 async def test_booting_vms_do_not_hold_task_limit_slots(redis_url: str, prefix: str) -> None:
