@@ -35,20 +35,12 @@ from typing import Any
 
 from playwright.sync_api import Page, sync_playwright
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from tests.e2e._harness import CHROMIUM, CHROMIUM_ARGS, VMPOOLER
 from vmpooler.redis_server import free_port
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 FAMILIES = ("debian", "centos", "ubuntu", "win", "rhel", "sles", "fedora", "macos")
-VMPOOLER = str(Path(sys.executable).parent / "vmpooler")
 
 
 def config(pools: int) -> str:
@@ -175,7 +167,7 @@ def update_latency(page: Page, base: str, pool: str) -> tuple[float, float]:
 def measure(base: str, args: argparse.Namespace, pools: list[str]) -> float:
     """Prints the figures of the big service; returns its median first paint."""
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         paints = [first_paint(browser.new_page(), base, close=True) for _ in range(args.runs)]
         p500 = statistics.median(paints)
         print(f"first paint, {len(pools)} pools: {p500:.0f} ms (median of {args.runs})")
@@ -219,7 +211,7 @@ def main() -> None:
     args = parser.parse_args()
     names = [f"{FAMILIES[i % len(FAMILIES)]}-{i}" for i in range(args.pools)]
     with service(10) as small, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         p10 = statistics.median(first_paint(browser.new_page(), small, close=True) for _ in range(args.runs))
         browser.close()
     with service(args.pools) as base:

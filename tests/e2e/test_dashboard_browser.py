@@ -6,27 +6,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.e2e.test_service import CONFIG, ROOT, VMPOOLER, http, until
-from vmpooler.redis_server import free_port
+from tests.e2e._harness import CHROMIUM, CHROMIUM_ARGS, ROOT, http, running_service, until
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = ROOT / "test-artifacts"
 POOLS = ("debian-12", "centos-9", "win-2022")
 
@@ -37,29 +24,8 @@ if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    workdir = tmp_path_factory.mktemp("dashboard")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VMPOOLER_", "REDIS_"))}
-    log = (workdir / "service.log").open("wb")
-    proc = subprocess.Popen(
-        [VMPOOLER, "--config", CONFIG, "--port", str(port)], cwd=workdir, env=env, stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return http("GET", f"{url}/healthcheck")[0] == 200
-        except OSError:
-            return False
-
-    try:
-        until(healthy, what="the service to answer /healthcheck")
+    with running_service(tmp_path_factory.mktemp("dashboard")) as (url, _):
         yield url
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=20)
-        log.close()
 
 
 def running_in(page: Any, pool: str) -> int:
@@ -72,7 +38,7 @@ def test_dashboard_is_live_in_a_browser(base: str) -> None:
     until(ready, what="debian-12 to have ready VMs")
     problems: list[str] = []
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on(
@@ -122,7 +88,7 @@ def test_dashboard_is_live_in_a_browser(base: str) -> None:
 def test_without_event_source_the_page_polls(base: str) -> None:
     until(lambda: http("GET", f"{base}/api/v3/status?view=pools")[1]["pools"]["centos-9"]["ready"] >= 1)
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             page.add_init_script("delete window.EventSource")

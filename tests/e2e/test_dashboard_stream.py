@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from tests.e2e.test_service import CONFIG, VMPOOLER, http, until
+from tests.e2e._harness import CONFIG, VMPOOLER, http, until
 from vmpooler.redis_server import free_port
 
 

@@ -7,7 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.e2e.test_service import cli, http, service, until
+from tests.e2e._harness import http, until
+from tests.e2e.test_service import cli, service
 
 __all__ = ["service"]  # the module-scoped fixture, imported so this module starts its own service
 

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.e2e.test_service import CONFIG, VMPOOLER, http, until
+from tests.e2e._harness import CONFIG, VMPOOLER, http, until
 from vmpooler.redis_server import RedisServer, free_port
 
 

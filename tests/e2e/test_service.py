@@ -9,68 +9,19 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from vmpooler.redis_server import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-VMPOOLER = str(Path(sys.executable).parent / "vmpooler")
-CONFIG = str(ROOT / "examples" / "vmpooler.yaml")
-
-
-def http(method: str, url: str, body: bytes | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(url, data=body, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-
-
-def until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.e2e._harness import CONFIG, VMPOOLER, http, running_service, until
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
     workdir = tmp_path_factory.mktemp("service")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VMPOOLER_", "REDIS_"))}
-    log = (workdir / "service.log").open("wb")
-    proc = subprocess.Popen(
-        [VMPOOLER, "--config", CONFIG, "--port", str(port)], cwd=workdir, env=env, stdout=log, stderr=log
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return http("GET", f"{base}/healthcheck")[0] == 200
-        except OSError:
-            return False
-
-    try:
-        until(healthy, what="the service to answer /healthcheck")
+    with running_service(workdir) as (base, proc):
         yield base, workdir, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=20)
-        log.close()
 
 
 def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:

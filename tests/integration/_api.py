@@ -24,7 +24,7 @@ from projectors import ALL_PROJECTIONS, ProjectionRunner, ReadModels
 from vmpooler.config import parse_settings
 from web.app import ApiDeps, create_app
 
-__all__ = ["DOMAIN", "T0", "ApiEnv", "FakeClock", "api_env", "body", "make_settings"]
+__all__ = ["DOMAIN", "T0", "ApiEnv", "FakeClock", "api_env", "app_deps", "body", "make_settings"]
 
 DOMAIN = "example.com"
 T0 = 1_767_225_600_000  # 2026-01-01 00:00:00 UTC
@@ -67,14 +67,25 @@ class ApiEnv:
     ips: dict[str, str] = field(default_factory=dict)
 
     async def seed(
-        self, pool: str, ready: int, *, size: int | None = None, booting: int = 0,
-        clone_seconds: Sequence[float] = (), boot_seconds: Sequence[float] = (), template: str = "",
+        self,
+        pool: str,
+        ready: int,
+        *,
+        size: int | None = None,
+        booting: int = 0,
+        clone_seconds: Sequence[float] = (),
+        boot_seconds: Sequence[float] = (),
+        template: str = "",
     ) -> list[str]:
         """Configure ``pool`` (size ``size``, default ``ready + booting``) and bring ``ready`` of the
         requested clones to ready and ``booting`` more to booting; returns the ready VMs (oldest first)."""
         size = ready + booting if size is None else size
         settings = PoolConfigured(
-            size=size, template=template or f"templates/{pool}", clone_limit=max(size, 1), ready_ttl=60, timeout=15
+            size=size,
+            template=template or f"templates/{pool}",
+            clone_limit=max(size, 1),
+            ready_ttl=60,
+            timeout=15,
         )
         await self.commands.configure(pool, settings, SEED)
         cloning = await self.in_state(pool, "cloning")
@@ -119,23 +130,47 @@ class ApiEnv:
 
     async def events(self, pool: str) -> list[Recorded]:
         """The pool's log, decoded."""
-        entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", await self.redis.xrange(self.keys.stream(pool)))
+        entries = cast(
+            "list[tuple[bytes, dict[bytes, bytes]]]", await self.redis.xrange(self.keys.stream(pool))
+        )
         return [decode_entry(pool, pos, fields) for pos, fields in entries]
+
+
+def app_deps(
+    settings: Settings, app_redis: aioredis.Redis, keys: Keys, clock: FakeClock, **extra: Any
+) -> ApiDeps:
+    """The app's dependencies on ``app_redis`` (a client made in the app's event loop), with
+    ``extra`` :class:`ApiDeps` fields (``metrics``, ``authenticator``, ``new_id`` ...)."""
+    return ApiDeps(
+        settings=settings,
+        redis=app_redis,
+        keys=keys,
+        commands=PoolCommands(app_redis, keys, clock=clock),
+        reads=ReadModels(app_redis, keys),
+        clock=clock,
+        **{"started_at": T0 - 12_345, **extra},
+    )
 
 
 @contextlib.asynccontextmanager
 async def api_env(
-    redis: aioredis.Redis, redis_url: str, prefix: str, settings: Settings, *, app_redis_url: str | None = None
+    redis: aioredis.Redis,
+    redis_url: str,
+    prefix: str,
+    settings: Settings,
+    *,
+    app_redis_url: str | None = None,
+    **extra: Any,
 ) -> AsyncIterator[ApiEnv]:
-    """The app on ``settings`` under a test client, and the test-side handles on the same Redis."""
+    """The app on ``settings`` under a test client, and the test-side handles on the same Redis;
+    ``extra`` are further :class:`ApiDeps` fields."""
     keys = Keys(prefix)
     clock = FakeClock()
     app_redis = aioredis.Redis.from_url(app_redis_url or redis_url)
-    deps = ApiDeps(
-        settings=settings, redis=app_redis, keys=keys, commands=PoolCommands(app_redis, keys, clock=clock),
-        reads=ReadModels(app_redis, keys), clock=clock, started_at=T0 - 12_345,
+    deps = app_deps(settings, app_redis, keys, clock, **extra)
+    runner = ProjectionRunner(
+        redis, keys, ALL_PROJECTIONS(), list(settings.pool_names), consumer="api-tests", batch=5
     )
-    runner = ProjectionRunner(redis, keys, ALL_PROJECTIONS(), list(settings.pool_names), consumer="api-tests", batch=5)
     async with AsyncTestClient(create_app(deps)) as client:
         try:
             yield ApiEnv(client, redis, keys, settings, PoolCommands(redis, keys, clock=clock), clock, runner)

@@ -10,17 +10,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from litestar.testing import AsyncTestClient
 from prometheus_client import CollectorRegistry
 
 from commands.metrics import Metrics
-from commands.pool import PoolCommands
 from commands.settings import Settings
 from events import Keys
-from projectors import ALL_PROJECTIONS, ProjectionRunner, ReadModels
+from projectors import ProjectionRunner
 from projectors.metrics import MetricsProjection
-from tests.integration._api import T0, ApiEnv, FakeClock
-from web.app import ApiDeps, create_app
+from tests.integration._api import ApiEnv, api_env
 
 __all__ = ["TcpListener", "UdpListener", "metrics_env", "metrics_runner", "until"]
 
@@ -109,25 +106,15 @@ async def metrics_env(
     app_redis_url: str | None = None,
 ) -> AsyncIterator[ApiEnv]:
     """The app on ``settings`` emitting to ``metrics`` under a test client (as ``api_env``)."""
-    keys = Keys(prefix)
-    clock = FakeClock()
-    app_redis = aioredis.Redis.from_url(app_redis_url or redis_url)
     extra: dict[str, Any] = {"new_id": new_id} if new_id is not None else {}
-    deps = ApiDeps(
-        settings=settings,
-        redis=app_redis,
-        keys=keys,
-        commands=PoolCommands(app_redis, keys, clock=clock),
-        reads=ReadModels(app_redis, keys),
-        clock=clock,
-        started_at=T0,
+    async with api_env(
+        redis,
+        redis_url,
+        prefix,
+        settings,
+        app_redis_url=app_redis_url,
         metrics=metrics,
         prometheus_registry=registry,
         **extra,
-    )
-    runner = ProjectionRunner(redis, keys, ALL_PROJECTIONS(), list(settings.pool_names), consumer="api-tests")
-    async with AsyncTestClient(create_app(deps)) as client:
-        try:
-            yield ApiEnv(client, redis, keys, settings, PoolCommands(redis, keys, clock=clock), clock, runner)
-        finally:
-            client.blocking_portal.call(app_redis.aclose)
+    ) as env:
+        yield env

@@ -31,9 +31,9 @@ from schemathesis.core.result import Ok
 from commands.pool import PoolCommands
 from commands.tokens import Tokens
 from events import CONTROL, Keys
-from projectors import ALL_PROJECTIONS, OndemandStatus, ProjectionRunner, ReadModels
-from tests.integration._api import T0, ApiEnv, FakeClock, make_settings
-from web.app import ApiDeps, create_app
+from projectors import ALL_PROJECTIONS, OndemandStatus, ProjectionRunner
+from tests.integration._api import ApiEnv, FakeClock, app_deps, make_settings
+from web.app import create_app
 
 SETTINGS = make_settings(
     [
@@ -135,15 +135,7 @@ def target(redis_url: str) -> Iterator[Target]:
     keys, clock = Keys(f"fuzz{uuid.uuid4().hex[:10]}"), FakeClock()
     vms, token = asyncio.run(_seed(redis_url, keys, clock))
     app_redis = aioredis.Redis.from_url(redis_url)
-    deps = ApiDeps(
-        settings=SETTINGS,
-        redis=app_redis,
-        keys=keys,
-        commands=PoolCommands(app_redis, keys, clock=clock),
-        reads=ReadModels(app_redis, keys),
-        clock=clock,
-        started_at=T0,
-    )
+    deps = app_deps(SETTINGS, app_redis, keys, clock)
     sync = redis.Redis.from_url(redis_url)
     projectors = Projectors(redis_url, keys)
     projectors.start()

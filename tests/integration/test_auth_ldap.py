@@ -13,14 +13,12 @@ import pytest
 import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
 
-from commands.pool import PoolCommands
 from commands.settings import ConfigError, LdapSettings, Settings
 from events import Keys
-from projectors import ReadModels
-from tests.integration._api import T0, FakeClock, body, make_settings
+from tests.integration._api import FakeClock, app_deps, body, make_settings
 from tests.ldap.slapd import SUFFIX, Slapd, available, free_port
 from vmpooler.wiring import build_authenticator
-from web.app import ApiDeps, create_app
+from web.app import create_app
 from web.auth import AuthUnavailable
 from web.auth_ldap import LdapAuthenticator
 
@@ -156,16 +154,7 @@ async def ldap_api(redis_url: str, prefix: str, settings: Settings) -> AsyncIter
     keys, clock = Keys(prefix), FakeClock()
     app_redis = aioredis.Redis.from_url(redis_url)
     auth = build_authenticator(settings)
-    deps = ApiDeps(
-        settings=settings,
-        redis=app_redis,
-        keys=keys,
-        commands=PoolCommands(app_redis, keys, clock=clock),
-        reads=ReadModels(app_redis, keys),
-        clock=clock,
-        started_at=T0,
-        authenticator=auth,
-    )
+    deps = app_deps(settings, app_redis, keys, clock, authenticator=auth)
     async with AsyncTestClient(create_app(deps)) as client:
         try:
             yield client
