@@ -91,6 +91,8 @@ class ConnectionPool:
         timeout: float,
         socket_timeout: float | None = None,
         on_login: Callable[[bool], None] = lambda ok: None,
+        max_tries: int = 1,
+        retry_factor: float = 0.0,
     ) -> None:
         if size < 1:
             raise ValueError(f"connection_pool_size must be at least 1, got {size}")
@@ -100,6 +102,11 @@ class ConnectionPool:
         self.socket_timeout = socket_timeout
         self.on_login = on_login
         """Told of every login attempt: ``True`` when it succeeded (vmpooler's ``connect.open|fail``)."""
+        self.max_tries = max(1, max_tries)
+        self.retry_factor = retry_factor
+        """A login that fails for a reason that may pass is tried ``max_tries`` times in all, waiting
+        ``retry_factor`` x the attempt number seconds before the next (vmpooler's connection back-off)."""
+        self._closing = threading.Event()
         self.discarded = 0
         """Sessions dropped because their call was abandoned."""
         self._idle: queue.LifoQueue[_Session] = queue.LifoQueue()
@@ -113,20 +120,31 @@ class ConnectionPool:
         if c.insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        try:
-            si = _connect.SmartConnect(
-                host=c.server,
-                port=c.port,
-                user=c.username,
-                pwd=c.password,
-                sslContext=context,
-                httpConnectionTimeout=self.socket_timeout,
-            )
-        except Exception as exc:
-            self.on_login(False)
-            raise provider_error(exc) from exc
-        self.on_login(True)
-        return _Session(si)
+        attempt = 1
+        while True:
+            try:
+                si = _connect.SmartConnect(
+                    host=c.server,
+                    port=c.port,
+                    user=c.username,
+                    pwd=c.password,
+                    sslContext=context,
+                    httpConnectionTimeout=self.socket_timeout,
+                )
+            except Exception as exc:
+                self.on_login(False)
+                error = provider_error(exc)
+                # wrong credentials stay wrong; closing stops the back-off at once
+                if (
+                    error.permanent
+                    or attempt >= self.max_tries
+                    or self._closing.wait(self.retry_factor * attempt)
+                ):
+                    raise error from exc
+                attempt += 1
+                continue
+            self.on_login(True)
+            return _Session(si)
 
     def _checkout(self) -> _Session:
         if self._closed:
@@ -234,6 +252,7 @@ class ConnectionPool:
     def close(self) -> None:
         """Log out every idle session; sessions in use are logged out when returned."""
         self._closed = True
+        self._closing.set()
         while True:
             try:
                 session = self._idle.get_nowait()

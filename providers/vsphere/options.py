@@ -36,6 +36,8 @@ GLOBAL_KEYS = (
     "create_folders",
     "create_linked_clones",
     "create_template_delta_disks",
+    "max_tries",
+    "retry_factor",
 )
 """``:config:`` keys the provider reads when its own block does not set them."""
 
@@ -125,6 +127,8 @@ class VsphereOptions:
     create_folders: bool
     create_linked_clones: bool
     create_template_delta_disks: bool
+    max_tries: int
+    retry_factor: float
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> VsphereOptions:
@@ -158,4 +162,6 @@ class VsphereOptions:
             create_folders=_bool(options, "create_folders", False),
             create_linked_clones=_bool(options, "create_linked_clones", True),
             create_template_delta_disks=_bool(options, "create_template_delta_disks", False),
+            max_tries=_int(options, "max_tries", 3, minimum=1),
+            retry_factor=_float(options, "retry_factor", 10.0),
         )

@@ -50,7 +50,9 @@ class VsphereProvider:
     the least-used hosts of the resource pool's cluster in turn), ``host_selection_max_age`` (60 s),
     ``utilization_limit`` (90 %), ``migration_limit`` (0: ``migrate_vm`` only reports the host; else at
     most this many migrations of this provider at once, counted in Redis across processes when ``redis`` is
-    given, see :mod:`providers.vsphere.hosts` and :mod:`providers.vsphere.slots`).
+    given, see :mod:`providers.vsphere.hosts` and :mod:`providers.vsphere.slots`), ``max_tries`` (3) and
+    ``retry_factor`` (10 s): a login that fails for a reason that may pass (not wrong credentials) is tried
+    ``max_tries`` times, waiting ``retry_factor`` x the attempt number between tries, as vmpooler does.
 
     Every vCenter call goes through a circuit breaker and an adaptive timeout (vmpooler §2.8 keys, read from
     these options: ``circuit_breaker_enabled`` (true), ``circuit_breaker_failure_threshold`` (5),
@@ -127,6 +129,8 @@ class VsphereProvider:
             timeout=opts.connection_pool_timeout,
             socket_timeout=self.timeout.maximum,
             on_login=self._count_login,
+            max_tries=opts.max_tries,
+            retry_factor=opts.retry_factor,
         )
         self.hosts = HostSelector(max_age=opts.host_selection_max_age, limit=opts.utilization_limit)
         self.migrations: MigrationSlots = (

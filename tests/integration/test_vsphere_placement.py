@@ -24,6 +24,7 @@ from providers.vsphere.ops import Target, VmOps
 from providers.vsphere.slots import RedisSlots
 from tests.contract.provider_contract import VmTracker
 from tests.vcsim import TEMPLATE, VcsimServer, build_vcsim, last_build_error, make_template, start_vcsim
+from vmpooler.redis_server import free_port
 
 USAGE = "DC0_C0_H0=80:40,DC0_C0_H1=10:20,DC0_C0_H2=40:30"
 _vim: Any = vim
@@ -250,6 +251,19 @@ async def test_logins_are_counted(make: Any) -> None:
     with pytest.raises(ProviderError):
         await bad.list_vms(_pool("place-count"))
     assert metrics.counts == {"connect.open": 1, "connect.fail": 1}
+
+
+async def test_a_login_that_may_pass_is_retried_max_tries_times(make: Any) -> None:
+    metrics = RecordingMetrics()
+    # nothing listens on the port: a reason that may pass, so vmpooler's back-off applies
+    gone = make(metrics=metrics, port=free_port(), global_options={"max_tries": 3, "retry_factor": 0.01})
+    with pytest.raises(ProviderError):
+        await gone.list_vms(_pool("place-retry"))
+    assert metrics.counts == {"connect.fail": 3}
+    bad = make(metrics=metrics, password="wrong", max_tries=3, retry_factor=0.01)
+    with pytest.raises(ProviderError):
+        await bad.list_vms(_pool("place-retry"))
+    assert metrics.counts == {"connect.fail": 4}  # wrong credentials are not retried
 
 
 async def test_migration_limit_is_shared_by_every_process_through_redis(
