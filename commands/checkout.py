@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from events import VmCheckedOut, VmCheckoutReverted
+from events import PoolCheckoutFailed, VmCheckedOut, VmCheckoutReverted
 
 from .errors import NotFound, QuotaError, Refused
 from .pool import Meta, PoolCommands
@@ -91,6 +91,8 @@ class CheckoutService:
                 event = self._event(name, requester)
                 got = await self._take(name, count, event, meta, taken)
                 if got < count:
+                    failed = PoolCheckoutFailed(requested_as=name, wanted=count, got=got)
+                    await self._commands.append(self._settings.candidates(name)[0], [("", failed)], meta)
                     raise QuotaError(f"not enough ready VMs for {name!r} ({got} of {count})")
         except BaseException:
             await self._give_back([(pool, vm) for _, pool, vm in taken], meta)

@@ -19,7 +19,7 @@ from .ondemand import (
     PoolOndemandClosed,
     PoolOndemandRequested,
 )
-from .pool import PoolConfigured, PoolEvent, PoolReset
+from .pool import PoolCheckoutFailed, PoolConfigured, PoolEvent, PoolReset
 from .vm import (
     VmCheckedOut,
     VmCheckoutReverted,
@@ -63,6 +63,7 @@ __all__ = [
     "OndemandFailed",
     "OndemandFulfilled",
     "OndemandReleased",
+    "PoolCheckoutFailed",
     "PoolConfigured",
     "PoolEvent",
     "PoolOndemandClosed",

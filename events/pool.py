@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._base import Event
 
-__all__ = ["PoolConfigured", "PoolEvent", "PoolReset"]
+__all__ = ["PoolCheckoutFailed", "PoolConfigured", "PoolEvent", "PoolReset"]
 
 
 class PoolConfigured(Event, frozen=True, tag="pool.configured"):
@@ -27,4 +27,21 @@ class PoolReset(Event, frozen=True, tag="pool.reset"):
     """Every ready and pending VM is to be replaced (drained) by fresh clones."""
 
 
-PoolEvent = PoolConfigured | PoolReset
+class PoolCheckoutFailed(Event, frozen=True, tag="pool.checkout-failed"):
+    """A checkout could not be served (vmpooler's 503), recorded for audits and the dashboard.
+
+    Appended once per refused request name, in the stream of its first candidate pool (the pool
+    itself, or an alias's first backend); it changes no state.
+
+    Attributes:
+        requested_as: the pool or alias the client asked for.
+        wanted: VMs asked for under that name.
+        got: VMs that could be had before the request was given up (all went back to ready).
+    """
+
+    requested_as: str
+    wanted: int
+    got: int = 0
+
+
+PoolEvent = PoolConfigured | PoolReset | PoolCheckoutFailed

@@ -7,9 +7,9 @@ their total seconds. Points are grouped in buckets, one Redis key each: an hour 
 and ``<day>`` count from the epoch. A bucket also records ``open``, the gauges just before its
 first point, so a reader can fill the minutes without events.
 
-Checkout failures: a checkout from an empty pool is refused without writing an event, so the log
-cannot count it. What the log has is ``vm.checkout-reverted``: a VM claimed for a multi-VM request
-that could not be served whole, handed back. That is what ``failures`` counts (one per VM).
+Checkout failures: ``pool.checkout-failed``, one per refused request name (vmpooler's 503), in the
+stream of the name's first candidate pool. A VM claimed for a refused request and handed back
+(``vm.checkout-reverted``) takes back its checkout.
 
 Times are event times. A point's minute is ``max(event time, latest event time folded)``, so a
 late event (another process's clock) never rewrites a past minute. Retention is by event time too
@@ -142,7 +142,9 @@ class History:
         before = (state.ready, state.running)
         moved = self._move(r, state, known, of_key, buckets.tx)
         e = r.event
-        counters = isinstance(e, ev.VmCheckedOut | ev.VmCheckoutReverted | ev.VmCloned | ev.VmReady)
+        counters = isinstance(
+            e, ev.VmCheckedOut | ev.VmCheckoutReverted | ev.PoolCheckoutFailed | ev.VmCloned | ev.VmReady
+        )
         if not moved and not counters:
             return
         state.last_at = at = max(r.at, state.last_at)
@@ -152,6 +154,8 @@ class History:
             if isinstance(e, ev.VmCheckedOut):
                 point.checkouts += 1
             elif isinstance(e, ev.VmCheckoutReverted):
+                point.checkouts = max(0, point.checkouts - 1)
+            elif isinstance(e, ev.PoolCheckoutFailed):
                 point.failures += 1
             elif isinstance(e, ev.VmCloned):
                 point.clones += 1

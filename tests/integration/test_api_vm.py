@@ -180,12 +180,17 @@ async def test_unweighted_alias_spreads_over_its_pools() -> None:
             calls.append(pool)
             return [] if pool == "y" else [f"{pool}-vm"] * n
 
+        async def append(self, pool: str, events: Any, meta: Any, *, refill: int = 0) -> list[str]:
+            calls.append(f"{events[0][1].__struct_config__.tag}:{pool}")
+            return []
+
     service = CheckoutService(settings, Recorder(aioredis.Redis(), Keys("unused")), rng=random.Random(1))
     for _ in range(40):
         assert await service.checkout([("both", 1)], correlation_id="c") == {"both": [("x", "x-vm")]}
     assert calls.count("y") > 5  # y was tried first some of the time, then fell back to x
     with pytest.raises(QuotaError):
         await service.checkout([("y", 1)], correlation_id="c")
+    assert calls[-1] == "pool.checkout-failed:y"  # the refusal is recorded in the log
 
 
 async def test_show_running_vm(env: Env) -> None:

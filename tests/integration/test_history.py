@@ -79,16 +79,21 @@ async def test_fold_counts_gauges_and_events_per_minute(env: Env) -> None:
         assert hours.clones == [0, 2]
 
 
-async def test_reverted_checkouts_count_as_failures(env: Env) -> None:
+async def test_a_refused_checkout_is_a_failure_and_its_claims_are_not_checkouts(env: Env) -> None:
     async with env() as api:
         await api.seed("centos-9", 2, size=2)
-        taken = await checkout(api, "centos-9", 2)
-        await api.commands.append("centos-9", [(vm, ev.VmCheckoutReverted()) for vm in taken], SEED)
+        await api.seed("debian-11", 0, size=1)
+        refused = await api.client.post("/api/v3/vm", content=b'{"centos-9": "2", "debian-11": "1"}')
+        assert refused.status_code == 503  # two centos VMs claimed, then handed back
+        assert [r.type for r in await api.events("centos-9")].count("vm.checkout-reverted") == 2
+        failed = [r.event for r in await api.events("debian-11") if r.type == "pool.checkout-failed"]
+        assert failed == [ev.PoolCheckoutFailed(requested_as="debian-11", wanted=1, got=0)]
         await runner(api).catch_up()
-        series = (await HistoryReader(api.redis, api.keys).minutes(["centos-9"], api.clock.now, 1))[
-            "centos-9"
-        ]
-        assert (series.ready, series.running, series.checkouts, series.failures) == ([2], [0], [2], [2])
+        reader = HistoryReader(api.redis, api.keys)
+        series = await reader.minutes(["centos-9", "debian-11"], api.clock.now, 1)
+        centos, debian = series["centos-9"], series["debian-11"]
+        assert (centos.ready, centos.running, centos.checkouts, centos.failures) == ([2], [0], [0], [0])
+        assert (debian.checkouts, debian.failures) == ([0], [1])
 
 
 async def test_retention_keeps_the_newest_buckets(env: Env) -> None:

@@ -69,7 +69,8 @@ function liveHistory(msg) {
   }
   for (const e of msg.events) {
     if (e.type === "vm.checked-out") h.checkouts[n - 1]++;
-    else if (e.type === "vm.checkout-reverted") h.failures[n - 1]++;
+    else if (e.type === "vm.checkout-reverted") h.checkouts[n - 1] = Math.max(0, h.checkouts[n - 1] - 1);
+    else if (e.type === "pool.checkout-failed") h.failures[n - 1]++;
   }
   if (!chartTimer) chartTimer = setTimeout(() => { chartTimer = 0; drawCharts(); }, 500);
 }
