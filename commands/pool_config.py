@@ -45,9 +45,13 @@ async def effective_settings(commands: PoolCommands, pool: str) -> PoolConfigure
     if not all(f in cfg for f in CFG_FIELDS):
         return None
     return PoolConfigured(
-        size=int(float(cfg["size"])), template=cfg["template"], clone_limit=int(float(cfg["clone_limit"])),
-        ready_ttl=int(float(cfg["ready_ttl"])), timeout=int(float(cfg["timeout"])),
-        clone_target=cfg["clone_target"], source="api",
+        size=int(float(cfg["size"])),
+        template=cfg["template"],
+        clone_limit=int(float(cfg["clone_limit"])),
+        ready_ttl=int(float(cfg["ready_ttl"])),
+        timeout=int(float(cfg["timeout"])),
+        clone_target=cfg["clone_target"],
+        source="api",
     )
 
 
@@ -72,7 +76,8 @@ def startup_plan(
     if baseline is None or current is None:
         return [wanted]
     kept = {
-        f: getattr(current, f) for f in CFG_FIELDS
+        f: getattr(current, f)
+        for f in CFG_FIELDS
         if getattr(wanted, f) == getattr(baseline, f) and getattr(current, f) != getattr(baseline, f)
     }
     if not kept:

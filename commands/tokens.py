@@ -70,7 +70,9 @@ class Tokens:
             record = msgspec.json.encode(TokenInfo(user=user, created=now))
             body = encode(TokenCreated(token_hash=digest, user=user))
             keys = [self.keys.tokens(), self.keys.control_stream()]
-            if await self._create(keys=keys, args=[digest, record, secrets.token_hex(16), now, f"api:{user}", body]):
+            if await self._create(
+                keys=keys, args=[digest, record, secrets.token_hex(16), now, f"api:{user}", body]
+            ):
                 return token
 
     async def lookup(self, token: str) -> TokenInfo | None:
@@ -108,4 +110,6 @@ class Tokens:
         digest, now = token_hash(token), self.clock()
         keys = [self.keys.tokens(), self.keys.control_stream(), self.keys.token_last_used()]
         body = encode(TokenRevoked(token_hash=digest, user=user))
-        return bool(await self._revoke(keys=keys, args=[digest, "", secrets.token_hex(16), now, f"api:{user}", body]))
+        return bool(
+            await self._revoke(keys=keys, args=[digest, "", secrets.token_hex(16), now, f"api:{user}", body])
+        )

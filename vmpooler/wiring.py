@@ -148,7 +148,9 @@ class Service:
                 for p in self.settings.pools
                 if p.check_hostname_for_mismatch and config.check_ready_vm_hostname_for_mismatch
             ),
-            ondemand=OndemandService(self.settings, self.commands, CheckoutService(self.settings, self.commands)),
+            ondemand=OndemandService(
+                self.settings, self.commands, CheckoutService(self.settings, self.commands)
+            ),
             ondemand_clone_limit=config.ondemand_clone_limit,
         )
 
@@ -194,8 +196,13 @@ class Service:
             self.ondemand_projections().run(stop),
             purge_unconfigured(self.settings, self.providers, self._targets.values()),
             run_metric_sources(
-                self.redis.client, self.keys, self.pools, self.metrics, stop,
-                consumer=self.name, usage_stats=self.settings.config.usage_stats,
+                self.redis.client,
+                self.keys,
+                self.pools,
+                self.metrics,
+                stop,
+                consumer=self.name,
+                usage_stats=self.settings.config.usage_stats,
                 live_ms=max(60_000, self.settings.config.reclaim_idle_seconds * 1000),
             ),
         )

@@ -98,7 +98,9 @@ def task_section(task: str, days: Days, key: str | None = None) -> dict[str, Any
     """``/summary/<boot|clone>[/<key>]``: ``{"<task>": <range stats>, "daily": [{"date", "<task>"}, ...]}``;
     ``key`` keeps only ``duration`` or ``count`` (another key keeps nothing)."""
     pools = {pool for day in days.values() for pool in day}
-    overall = {pool: combine(_of(days[d][pool], task) for d in days if pool in days[d]) for pool in sorted(pools)}
+    overall = {
+        pool: combine(_of(days[d][pool], task) for d in days if pool in days[d]) for pool in sorted(pools)
+    }
     daily = [
         {"date": d, task: _only(_task_stats({p: _of(v, task) for p, v in views.items()}), key)}
         for d, views in days.items()

@@ -52,7 +52,10 @@ def create_app(deps: ApiDeps) -> Litestar:
         ],
         exception_handlers={**EXCEPTION_HANDLERS, AuthUnavailable: auth_unavailable_response},
         # Prometheus outermost, so requests refused by the rate limiter are counted too.
-        middleware=[*prometheus.middleware, *rate_limiting(deps.settings, deps.redis, deps.keys.prefix, deps.clock)],
+        middleware=[
+            *prometheus.middleware,
+            *rate_limiting(deps.settings, deps.redis, deps.keys.prefix, deps.clock),
+        ],
         after_exception=prometheus.after_exception,
         # vmpooler always mounts Rack::Deflater.
         compression_config=CompressionConfig(backend="gzip", minimum_size=500),

@@ -78,7 +78,9 @@ def _app_error(request: AnyRequest, exc: AppError) -> Response[bytes]:
     if isinstance(exc, NotFound):
         return json_response(_NOT_OK, 404)
     if isinstance(exc, Unauthorized):
-        return json_response(_NOT_OK, 401, headers={"WWW-Authenticate": 'Basic realm="Authentication required"'})
+        return json_response(
+            _NOT_OK, 401, headers={"WWW-Authenticate": 'Basic realm="Authentication required"'}
+        )
     if isinstance(exc, QuotaError | TimeoutError_):
         return json_response(_NOT_OK, 503)
     if isinstance(exc, ClientError):

@@ -30,7 +30,7 @@ __all__ = ["config_routes"]
 
 _NOT_OK: dict[str, Any] = {"ok": False}
 _INTEGER = re.compile(r"\s*[+-]?\d+\s*")
-_GATE = "; 405 `{\"ok\": false}` unless `experimental_features` is on"
+_GATE = '; 405 `{"ok": false}` unless `experimental_features` is on'
 
 
 def _size(value: Any) -> int | None:
@@ -88,7 +88,9 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
         return Meta("api", deps.new_id())
 
     async def apply(
-        body: dict[str, Any], invalid: list[str], key: str,
+        body: dict[str, Any],
+        invalid: list[str],
+        key: str,
         action: Callable[[str, Any, Meta], Awaitable[bool]],
     ) -> Response[bytes]:
         if invalid:
@@ -100,9 +102,13 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
                 changed = await action(pool, value, m) or changed
         return json_response({"ok": True}, 201 if changed else 200)
 
-    @post(f"{PREFIX}/config/poolsize", summary="Override pool sizes", status_code=200,
-          description='Body `{"<pool>": "<size>"}`' + _GATE,
-          responses=docs(s200="unchanged", s201="changed", s400="`not_configured` or `message`"))
+    @post(
+        f"{PREFIX}/config/poolsize",
+        summary="Override pool sizes",
+        status_code=200,
+        description='Body `{"<pool>": "<size>"}`' + _GATE,
+        responses=docs(s200="unchanged", s201="changed", s400="`not_configured` or `message`"),
+    )
     async def poolsize(request: Request[Any, Any, Any]) -> Response[bytes]:
         body = await opened(request)
         if isinstance(body, Response):
@@ -120,9 +126,13 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
 
         return await apply(body, invalid, "not_configured", set_size)
 
-    @post(f"{PREFIX}/config/pooltemplate", summary="Override pool templates (drains)", status_code=200,
-          description='Body `{"<pool>": "<template path>"}`' + _GATE,
-          responses=docs(s200="unchanged", s201="changed", s400="`bad_templates` or `message`"))
+    @post(
+        f"{PREFIX}/config/pooltemplate",
+        summary="Override pool templates (drains)",
+        status_code=200,
+        description='Body `{"<pool>": "<template path>"}`' + _GATE,
+        responses=docs(s200="unchanged", s201="changed", s400="`bad_templates` or `message`"),
+    )
     async def pooltemplate(request: Request[Any, Any, Any]) -> Response[bytes]:
         body = await opened(request)
         if isinstance(body, Response):
@@ -135,9 +145,13 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
                 invalid.append(name)
         return await apply(body, invalid, "bad_templates", service.set_template)
 
-    @post(f"{PREFIX}/config/clonetarget", summary="Override clone targets (drains)", status_code=200,
-          description='Body `{"<pool>": "<cluster>"}`' + _GATE,
-          responses=docs(s200="unchanged", s201="changed", s400="`bad_templates` or `message`"))
+    @post(
+        f"{PREFIX}/config/clonetarget",
+        summary="Override clone targets (drains)",
+        status_code=200,
+        description='Body `{"<pool>": "<cluster>"}`' + _GATE,
+        responses=docs(s200="unchanged", s201="changed", s400="`bad_templates` or `message`"),
+    )
     async def clonetarget(request: Request[Any, Any, Any]) -> Response[bytes]:
         body = await opened(request)
         if isinstance(body, Response):
@@ -145,9 +159,13 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
         invalid = [n for n, v in body.items() if not _pools(settings, n) or not isinstance(v, str)]
         return await apply(body, invalid, "bad_templates", service.set_clone_target)
 
-    @post(f"{PREFIX}/poolreset", summary="Drain and refill pools", status_code=201,
-          description='Body `{"<pool>": "<anything>"}`' + _GATE,
-          responses=docs(s201='{"ok": true}', s400="`bad_pools` or `message`"))
+    @post(
+        f"{PREFIX}/poolreset",
+        summary="Drain and refill pools",
+        status_code=201,
+        description='Body `{"<pool>": "<anything>"}`' + _GATE,
+        responses=docs(s201='{"ok": true}', s400="`bad_pools` or `message`"),
+    )
     async def poolreset(request: Request[Any, Any, Any]) -> Response[bytes]:
         body = await opened(request, "poolreset")
         if isinstance(body, Response):
@@ -162,9 +180,13 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
                 await service.reset(pool, m)
         return json_response({"ok": True}, 201)
 
-    @delete(f"{PREFIX}/config/poolsize/{{pool:str}}", summary="Undo a pool size override", status_code=200,
-            description="Back to the configured size" + _GATE,
-            responses=docs(s200="unchanged", s201="restored", s404='{"ok": false}: unknown pool'))
+    @delete(
+        f"{PREFIX}/config/poolsize/{{pool:str}}",
+        summary="Undo a pool size override",
+        status_code=200,
+        description="Back to the configured size" + _GATE,
+        responses=docs(s200="unchanged", s201="restored", s404='{"ok": false}: unknown pool'),
+    )
     async def undo_size(pool: FromPath[str]) -> Response[bytes]:
         if gated():
             return json_response(_NOT_OK, 405)
@@ -177,9 +199,13 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
             201 if changed else 200,
         )
 
-    @delete(f"{PREFIX}/config/pooltemplate/{{pool:str}}", summary="Undo a pool template override",
-            status_code=200, description="Back to the configured template (drains)" + _GATE,
-            responses=docs(s200="unchanged", s201="restored", s404='{"ok": false}: unknown pool'))
+    @delete(
+        f"{PREFIX}/config/pooltemplate/{{pool:str}}",
+        summary="Undo a pool template override",
+        status_code=200,
+        description="Back to the configured template (drains)" + _GATE,
+        responses=docs(s200="unchanged", s201="restored", s404='{"ok": false}: unknown pool'),
+    )
     async def undo_template(pool: FromPath[str]) -> Response[bytes]:
         if gated():
             return json_response(_NOT_OK, 405)

@@ -40,10 +40,13 @@ def status_routes(s: Services) -> list[HTTPRouteHandler]:
     deps, settings = s.deps, s.deps.settings
     pool_names = list(settings.pool_names)
 
-    @get(f"{PREFIX}/status", summary="Pool and queue status",
-         description="`?view=a,b` selects sections (boot, capacity, clone, pools, queue; status is always "
-                     "there); no `view` or a bare `?view` gives all, `?view=` only status.",
-         responses=docs(s200="{boot, capacity, clone, pools, queue, status}"))
+    @get(
+        f"{PREFIX}/status",
+        summary="Pool and queue status",
+        description="`?view=a,b` selects sections (boot, capacity, clone, pools, queue; status is always "
+        "there); no `view` or a bare `?view` gives all, `?view=` only status.",
+        responses=docs(s200="{boot, capacity, clone, pools, queue, status}"),
+    )
     async def status(request: Request[Any, Any, Any]) -> Response[bytes]:
         present, value = query_param(request.scope["query_string"], "view")
         wanted = set(SECTIONS) if not present or value is None else set(value.split(","))
@@ -59,25 +62,36 @@ def status_routes(s: Services) -> list[HTTPRouteHandler]:
         uptime = (now - deps.started_at) / 1000
         return json_response(status_body(settings, wanted, views, clone, boot, uptime))
 
-    @get(f"{PREFIX}/poolstat", summary="Ready and size of some pools",
-         description="`?pool=a,b`: pools named, or aliased, by any of the names.",
-         responses=docs(s200='{"pools": {"<pool>": {"max", "alias", "ready"}}}'))
+    @get(
+        f"{PREFIX}/poolstat",
+        summary="Ready and size of some pools",
+        description="`?pool=a,b`: pools named, or aliased, by any of the names.",
+        responses=docs(s200='{"pools": {"<pool>": {"max", "alias", "ready"}}}'),
+    )
     async def poolstat(request: Request[Any, Any, Any]) -> Response[bytes]:
         _, value = query_param(request.scope["query_string"], "pool")
         pools = pools_matching(settings, set(value.split(","))) if value else []
         views = await deps.reads.pool_status([p.name for p in pools])
         return json_response(poolstat_body(pools, views))
 
-    @get(f"{PREFIX}/totalrunning", summary="Checked-out VMs across pools",
-         responses=docs(s200='{"running": <n>}'))
+    @get(
+        f"{PREFIX}/totalrunning",
+        summary="Checked-out VMs across pools",
+        responses=docs(s200='{"running": <n>}'),
+    )
     async def totalrunning() -> Response[bytes]:
         views = await deps.reads.pool_status(pool_names)
         return json_response({"running": sum(v.counts.get("running", 0) for v in views.values())})
 
-    @get(f"{PREFIX}/config", summary="Pool configuration",
-         description="The configured pools with their effective size and template (no secrets).",
-         responses=docs(s200='{"pool_configuration": [...], "status": {"ok": true}}',
-                        s404='{"ok": false}: no pools configured'))
+    @get(
+        f"{PREFIX}/config",
+        summary="Pool configuration",
+        description="The configured pools with their effective size and template (no secrets).",
+        responses=docs(
+            s200='{"pool_configuration": [...], "status": {"ok": true}}',
+            s404='{"ok": false}: no pools configured',
+        ),
+    )
     async def config() -> Response[bytes]:
         if not pool_names:
             return json_response({"ok": False}, 404)
@@ -87,14 +101,19 @@ def status_routes(s: Services) -> list[HTTPRouteHandler]:
     # a busy worker heartbeats every third of the reclaim idle time; give it a whole idle time
     live_ms = max(60_000, settings.config.reclaim_idle_seconds * 1000)
 
-    @get("/healthcheck", summary="Health: Redis, projector lag, worker liveness",
-         description="200 when Redis answers, no projection is more than "
-                     f"{_HEALTH_MAX_LAG} entries behind on a pool, and a worker is alive whenever "
-                     "work waits; 503 otherwise. The body explains (`problems`).",
-         responses=docs(s200='{"ok": true, "redis": true, "lag": {"<group>": <entries>}, "workers": '
-                             '{"live": <n>, "waiting": <n>}, "problems": []}',
-                        s503='{"ok": false, ...} with `problems`; {"ok": false, "redis": false} '
-                             "when Redis does not answer"))
+    @get(
+        "/healthcheck",
+        summary="Health: Redis, projector lag, worker liveness",
+        description="200 when Redis answers, no projection is more than "
+        f"{_HEALTH_MAX_LAG} entries behind on a pool, and a worker is alive whenever "
+        "work waits; 503 otherwise. The body explains (`problems`).",
+        responses=docs(
+            s200='{"ok": true, "redis": true, "lag": {"<group>": <entries>}, "workers": '
+            '{"live": <n>, "waiting": <n>}, "problems": []}',
+            s503='{"ok": false, ...} with `problems`; {"ok": false, "redis": false} '
+            "when Redis does not answer",
+        ),
+    )
     async def healthcheck() -> Response[bytes]:
         try:
             async with asyncio.timeout(_HEALTH_TIMEOUT_S):

@@ -41,9 +41,14 @@ def summary_routes(s: Services) -> list[HTTPRouteHandler]:
     async def stats(days: list[str]) -> Days:
         return await s.stats.days(pool_names, days)
 
-    @get(f"{PREFIX}/summary", summary="Clone, boot and tag statistics over days", description=_RANGE,
-         responses=docs(s200='{"boot", "clone", "tag", "daily": [{"date", "boot", "clone", "tag"}, ...]}',
-                        s400=_400))
+    @get(
+        f"{PREFIX}/summary",
+        summary="Clone, boot and tag statistics over days",
+        description=_RANGE,
+        responses=docs(
+            s200='{"boot", "clone", "tag", "daily": [{"date", "boot", "clone", "tag"}, ...]}', s400=_400
+        ),
+    )
     async def summary(request: Request[Any, Any, Any]) -> Response[bytes]:
         return json_response(summary_body(await stats(days_asked(request))))
 
@@ -55,19 +60,30 @@ def summary_routes(s: Services) -> list[HTTPRouteHandler]:
             return json_response(tag_section(await stats(days), key))
         raise NotFound(name)
 
-    _section_docs = docs(s200='{"<section>": ..., "daily": [{"date", "<section>"}, ...]}', s400=_400,
-                         s404='{"ok": false}: not boot, clone or tag')
+    _section_docs = docs(
+        s200='{"<section>": ..., "daily": [{"date", "<section>"}, ...]}',
+        s400=_400,
+        s404='{"ok": false}: not boot, clone or tag',
+    )
 
-    @get(f"{PREFIX}/summary/{{name:str}}", summary="One section of the summary", responses=_section_docs,
-         description=f"`boot`, `clone` or `tag`; {_RANGE}")
+    @get(
+        f"{PREFIX}/summary/{{name:str}}",
+        summary="One section of the summary",
+        responses=_section_docs,
+        description=f"`boot`, `clone` or `tag`; {_RANGE}",
+    )
     async def summary_section(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[bytes]:
         return await section(request, name, None)
 
-    @get(f"{PREFIX}/summary/{{name:str}}/{{key:str}}", summary="Part of one section of the summary",
-         responses=_section_docs,
-         description=f"boot/clone keep only `duration` or `count`; tag keeps one tag name. {_RANGE}")
-    async def summary_section_key(request: Request[Any, Any, Any], name: FromPath[str],
-                                  key: FromPath[str]) -> Response[bytes]:
+    @get(
+        f"{PREFIX}/summary/{{name:str}}/{{key:str}}",
+        summary="Part of one section of the summary",
+        responses=_section_docs,
+        description=f"boot/clone keep only `duration` or `count`; tag keeps one tag name. {_RANGE}",
+    )
+    async def summary_section_key(
+        request: Request[Any, Any, Any], name: FromPath[str], key: FromPath[str]
+    ) -> Response[bytes]:
         return await section(request, name, key)
 
     return [summary, summary_section, summary_section_key]

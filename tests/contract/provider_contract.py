@@ -33,8 +33,9 @@ from commands.provider import PoolTarget, Provider, ProviderError, VmInfo
 __all__ = ["ProviderContract", "VmTracker", "wait_ready"]
 
 
-async def wait_ready(provider: Provider, pool: PoolTarget, vm: str, *, within: float,
-                     interval: float = 0.05) -> None:
+async def wait_ready(
+    provider: Provider, pool: PoolTarget, vm: str, *, within: float, interval: float = 0.05
+) -> None:
     """Poll ``vm_ready`` until it is true; fail the test when ``within`` seconds pass first."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
@@ -126,8 +127,9 @@ class ProviderContract:
         assert (await provider.list_vms(pool)).count(vm) == 1
         assert await provider.vm_ready(pool, vm)  # adopted as it was, not cloned afresh
 
-    async def test_destroy_missing_succeeds(self, provider: Provider, pool: PoolTarget,
-                                            vms: VmTracker) -> None:
+    async def test_destroy_missing_succeeds(
+        self, provider: Provider, pool: PoolTarget, vms: VmTracker
+    ) -> None:
         vm, _ = await vms.create(pool)
         await provider.destroy_vm(pool, vm)
         await provider.destroy_vm(pool, vm)
@@ -148,8 +150,9 @@ class ProviderContract:
         await provider.create_disk(pool, vm, 10)
         assert await provider.get_vm(pool, vm) is not None
 
-    async def test_create_disk_on_missing_vm_raises(self, provider: Provider, pool: PoolTarget,
-                                                    vms: VmTracker) -> None:
+    async def test_create_disk_on_missing_vm_raises(
+        self, provider: Provider, pool: PoolTarget, vms: VmTracker
+    ) -> None:
         with pytest.raises(ProviderError):
             await provider.create_disk(pool, vms.name(pool), 10)
 
@@ -160,8 +163,9 @@ class ProviderContract:
         await provider.revert_snapshot(pool, vm, "before-tests")
         assert await provider.get_vm(pool, vm) is not None
 
-    async def test_revert_unknown_snapshot_raises(self, provider: Provider, pool: PoolTarget,
-                                                  vms: VmTracker) -> None:
+    async def test_revert_unknown_snapshot_raises(
+        self, provider: Provider, pool: PoolTarget, vms: VmTracker
+    ) -> None:
         vm, _ = await vms.create(pool)
         await self.wait_ready(provider, pool, vm)
         with pytest.raises(ProviderError):
@@ -176,8 +180,9 @@ class ProviderContract:
         assert got is not None
         assert got.host == host
 
-    async def test_pools_are_isolated(self, provider: Provider, pool: PoolTarget, other_pool: PoolTarget,
-                                      vms: VmTracker) -> None:
+    async def test_pools_are_isolated(
+        self, provider: Provider, pool: PoolTarget, other_pool: PoolTarget, vms: VmTracker
+    ) -> None:
         mine, _ = await vms.create(pool)
         theirs, _ = await vms.create(other_pool)
         assert await provider.get_vm(other_pool, mine) is None
@@ -187,7 +192,8 @@ class ProviderContract:
         assert await provider.get_vm(pool, mine) is not None
 
     async def test_purge_unconfigured_deletes_only_unconfigured(
-            self, provider: Provider, pool: PoolTarget, third_pool: PoolTarget, vms: VmTracker) -> None:
+        self, provider: Provider, pool: PoolTarget, third_pool: PoolTarget, vms: VmTracker
+    ) -> None:
         kept, _ = await vms.create(pool)
         stray, _ = await vms.create(third_pool)
         deleted = await provider.purge_unconfigured([pool], [])
@@ -198,7 +204,8 @@ class ProviderContract:
         assert await provider.get_vm(pool, kept) is not None
 
     async def test_purge_unconfigured_spares_allowlisted(
-            self, provider: Provider, pool: PoolTarget, third_pool: PoolTarget, vms: VmTracker) -> None:
+        self, provider: Provider, pool: PoolTarget, third_pool: PoolTarget, vms: VmTracker
+    ) -> None:
         stray, _ = await vms.create(third_pool)
         deleted = await provider.purge_unconfigured([pool], [third_pool.name])
         assert not any(stray in item for item in deleted)

@@ -17,10 +17,12 @@ from hypothesis import strategies as st
 from tests.integration._api import DOMAIN, ApiEnv, api_env, body, make_settings
 from web.validation import checkout_request_from_body, checkout_request_from_path, parse_json_body
 
-SETTINGS = make_settings([
-    {"name": "pool1", "size": 1, "alias": ["poolone"], "dns_plugin": "example"},
-    {"name": "empty", "size": 0},
-])
+SETTINGS = make_settings(
+    [
+        {"name": "pool1", "size": 1, "alias": ["poolone"], "dns_plugin": "example"},
+        {"name": "empty", "size": 0},
+    ]
+)
 
 
 @pytest.fixture
@@ -89,17 +91,20 @@ async def test_checkout_body(api: tuple[ApiEnv, str], content: bytes, status: in
     assert await env.snapshot() == before
 
 
-@pytest.mark.parametrize(("path", "status", "expected"), [
-    ("nosuch", 404, NOT_FOUND),
-    ("pool1+nosuch", 404, NOT_FOUND),
-    ("%00", 404, NOT_FOUND),
-    ("%2E%2E", 404, NOT_FOUND),
-    ("p%C3%B6ol", 404, NOT_FOUND),
-    ("x" * 300, 404, NOT_FOUND),
-    ("pool1++empty", 400, error("Invalid pool name format")),
-    ("pool1+", 400, error("Invalid pool name format")),
-    ("+".join(["empty"] * 101), 400, error("VM count must be at most 100")),
-])
+@pytest.mark.parametrize(
+    ("path", "status", "expected"),
+    [
+        ("nosuch", 404, NOT_FOUND),
+        ("pool1+nosuch", 404, NOT_FOUND),
+        ("%00", 404, NOT_FOUND),
+        ("%2E%2E", 404, NOT_FOUND),
+        ("p%C3%B6ol", 404, NOT_FOUND),
+        ("x" * 300, 404, NOT_FOUND),
+        ("pool1++empty", 400, error("Invalid pool name format")),
+        ("pool1+", 400, error("Invalid pool name format")),
+        ("+".join(["empty"] * 101), 400, error("VM count must be at most 100")),
+    ],
+)
 async def test_checkout_path(api: tuple[ApiEnv, str], path: str, status: int, expected: Any) -> None:
     env, _ = api
     before = await env.snapshot()
@@ -161,8 +166,14 @@ PUT_BODIES: list[tuple[bytes, dict[str, Any] | None]] = [
     (b'{"lifetime":-5}', failure("Lifetime must be a positive integer (got -5)")),
     (b'{"lifetime":1180591620717411303424}', failure("Lifetime must be at most 2147483647")),
     (b'{"foo":1}', failure("Unknown argument foo.")),
-    (b'{"lifetime":"x","tags":{"a":1},"z":0}',
-     failure("Lifetime must be a positive integer (got x)", "Tag value for a must be a string", "Unknown argument z.")),
+    (
+        b'{"lifetime":"x","tags":{"a":1},"z":0}',
+        failure(
+            "Lifetime must be a positive integer (got x)",
+            "Tag value for a must be a string",
+            "Unknown argument z.",
+        ),
+    ),
 ]
 
 
@@ -181,10 +192,17 @@ async def test_put_body(api: tuple[ApiEnv, str], content: bytes, expected: Any) 
     assert await env.snapshot() == before
 
 
-@pytest.mark.parametrize("path", [
-    "/api/v3/status?view=%FF%FE", "/api/v3/status?view=" + "x," * 5000, "/api/v3/poolstat?pool=%00,%FF",
-    "/api/v3/poolstat?pool=pool1&pool=", "/api/v3/totalrunning?x=%ZZ", "/api/v3/config?%",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v3/status?view=%FF%FE",
+        "/api/v3/status?view=" + "x," * 5000,
+        "/api/v3/poolstat?pool=%00,%FF",
+        "/api/v3/poolstat?pool=pool1&pool=",
+        "/api/v3/totalrunning?x=%ZZ",
+        "/api/v3/config?%",
+    ],
+)
 async def test_odd_queries_are_harmless(api: tuple[ApiEnv, str], path: str) -> None:
     env, _ = api
     before = await env.snapshot()
@@ -212,8 +230,9 @@ tags = st.dictionaries(st.text(max_size=12), json_values, max_size=3) | json_val
 put_bodies = (
     st.binary(max_size=64)
     | json_values.map(msgspec.json.encode)
-    | st.fixed_dictionaries({}, optional={"lifetime": json_values | st.text(max_size=8), "tags": tags,
-                                          "other": json_values}).map(msgspec.json.encode)
+    | st.fixed_dictionaries(
+        {}, optional={"lifetime": json_values | st.text(max_size=8), "tags": tags, "other": json_values}
+    ).map(msgspec.json.encode)
 )
 segments = st.text(max_size=40) | st.lists(names, min_size=1, max_size=5).map("+".join)
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -42,7 +42,9 @@ async def started(api: ApiEnv) -> None:
 
 
 async def overrides(api: ApiEnv, pool: str) -> list[ev.Recorded]:
-    return [r for r in await api.events(pool) if r.type in ("pool.configured", "pool.reset") and r.actor == "api"]
+    return [
+        r for r in await api.events(pool) if r.type in ("pool.configured", "pool.reset") and r.actor == "api"
+    ]
 
 
 async def cfg(api: ApiEnv, pool: str, field: str) -> str:
@@ -116,8 +118,13 @@ async def test_poolsize_shrink_trims_ready(env: Env) -> None:
 
 @pytest.mark.parametrize(
     ("payload", "invalid"),
-    [({"nope": "1"}, ["nope"]), ({"pool1": "four"}, ["pool1"]), ({"pool1": "-1"}, ["pool1"]),
-     ({"pool1": "2", "pool2": "1.5"}, ["pool2"]), ({"nope": "x"}, ["nope", "nope"])],
+    [
+        ({"nope": "1"}, ["nope"]),
+        ({"pool1": "four"}, ["pool1"]),
+        ({"pool1": "-1"}, ["pool1"]),
+        ({"pool1": "2", "pool2": "1.5"}, ["pool2"]),
+        ({"nope": "x"}, ["nope", "nope"]),
+    ],
 )
 async def test_poolsize_invalid(env: Env, payload: dict[str, str], invalid: list[str]) -> None:
     async with env() as api:
@@ -132,12 +139,17 @@ async def test_poolsize_undo(env: Env) -> None:
         await started(api)
         assert await post(api, "config/poolsize", {"pool1": "2"}) == (201, {"ok": True})
         assert await delete(api, "config/poolsize/pool1") == (
-            201, {"ok": True, "pool_size_before_reset": 2, "pool_size_before_overrides": 5})
+            201,
+            {"ok": True, "pool_size_before_reset": 2, "pool_size_before_overrides": 5},
+        )
         assert await cfg(api, "pool1", "size") == "5"
-        assert [e.event.size for e in await overrides(api, "pool1")
-                if isinstance(e.event, ev.PoolConfigured)] == [2, 5]
+        assert [
+            e.event.size for e in await overrides(api, "pool1") if isinstance(e.event, ev.PoolConfigured)
+        ] == [2, 5]
         assert await delete(api, "config/poolsize/pool1") == (
-            200, {"ok": True, "pool_size_before_reset": 5, "pool_size_before_overrides": 5})
+            200,
+            {"ok": True, "pool_size_before_reset": 5, "pool_size_before_overrides": 5},
+        )
         before = await api.snapshot()
         assert await delete(api, "config/poolsize/nope") == (404, {"ok": False})
         assert await api.snapshot() == before
@@ -158,14 +170,21 @@ async def test_pooltemplate_drains_and_refills(env: Env) -> None:
 
 @pytest.mark.parametrize(
     ("payload", "invalid"),
-    [({"nope": "a/b"}, ["nope"]), ({"pool1": "noslash"}, ["pool1"]), ({"pool1": "/lead/x"}, ["pool1"]),
-     ({"pool1": "trail/"}, ["pool1"])],
+    [
+        ({"nope": "a/b"}, ["nope"]),
+        ({"pool1": "noslash"}, ["pool1"]),
+        ({"pool1": "/lead/x"}, ["pool1"]),
+        ({"pool1": "trail/"}, ["pool1"]),
+    ],
 )
 async def test_pooltemplate_invalid(env: Env, payload: dict[str, str], invalid: list[str]) -> None:
     async with env() as api:
         await started(api)
         before = await api.snapshot()
-        assert await post(api, "config/pooltemplate", payload) == (400, {"ok": False, "bad_templates": invalid})
+        assert await post(api, "config/pooltemplate", payload) == (
+            400,
+            {"ok": False, "bad_templates": invalid},
+        )
         assert await api.snapshot() == before
 
 
@@ -174,10 +193,22 @@ async def test_pooltemplate_undo(env: Env) -> None:
         await started(api)
         assert await post(api, "config/pooltemplate", {"pool1": "templates/new"}) == (201, {"ok": True})
         assert await delete(api, "config/pooltemplate/pool1") == (
-            201, {"ok": True, "template_before_reset": "templates/new", "template_before_overrides": "templates/one"})
+            201,
+            {
+                "ok": True,
+                "template_before_reset": "templates/new",
+                "template_before_overrides": "templates/one",
+            },
+        )
         assert await cfg(api, "pool1", "template") == "templates/one"
         assert await delete(api, "config/pooltemplate/pool1") == (
-            200, {"ok": True, "template_before_reset": "templates/one", "template_before_overrides": "templates/one"})
+            200,
+            {
+                "ok": True,
+                "template_before_reset": "templates/one",
+                "template_before_overrides": "templates/one",
+            },
+        )
         assert await delete(api, "config/pooltemplate/nope") == (404, {"ok": False})
 
 
@@ -190,7 +221,10 @@ async def test_clonetarget(env: Env) -> None:
         assert await api.in_state("pool1", "ready") == []
         assert await post(api, "config/clonetarget", {"pool1": "c2"}) == (200, {"ok": True})
         before = await api.snapshot()
-        assert await post(api, "config/clonetarget", {"nope": "c2"}) == (400, {"ok": False, "bad_templates": ["nope"]})
+        assert await post(api, "config/clonetarget", {"nope": "c2"}) == (
+            400,
+            {"ok": False, "bad_templates": ["nope"]},
+        )
         assert await api.snapshot() == before
 
 
@@ -202,17 +236,24 @@ async def test_poolreset(env: Env) -> None:
         assert await api.in_state("pool1", "ready") == []
         assert not set(ready) & set(await api.in_state("pool1", "cloning"))
         before = await api.snapshot()
-        assert await post(api, "poolreset", {"nope": "1", "pool1": "1"}) == (400, {"ok": False, "bad_pools": ["nope"]})
+        assert await post(api, "poolreset", {"nope": "1", "pool1": "1"}) == (
+            400,
+            {"ok": False, "bad_pools": ["nope"]},
+        )
         assert await api.snapshot() == before
 
 
-@pytest.mark.parametrize("path", ["config/poolsize", "config/pooltemplate", "config/clonetarget", "poolreset"])
+@pytest.mark.parametrize(
+    "path", ["config/poolsize", "config/pooltemplate", "config/clonetarget", "poolreset"]
+)
 async def test_bad_json(env: Env, path: str) -> None:
     async with env() as api:
         await started(api)
         before = await api.snapshot()
         assert await post_raw(api, path, b"{nope") == (
-            400, {"ok": False, "message": "JSON payload could not be parsed"})
+            400,
+            {"ok": False, "message": "JSON payload could not be parsed"},
+        )
         assert await post_raw(api, path, b"null") == (404, {"ok": False})
         assert await api.snapshot() == before
 
@@ -231,21 +272,33 @@ async def test_overrides_survive_a_manager_restart(env: Env) -> None:
         assert await post(api, "config/pooltemplate", {"pool1": "templates/new"}) == (201, {"ok": True})
         logged = len(await api.events("pool1"))
         await manager(api, api.settings).configure()  # same YAML: every override stands, nothing logged
-        assert (await cfg(api, "pool1", "size"), await cfg(api, "pool1", "template")) == ("2", "templates/new")
+        assert (await cfg(api, "pool1", "size"), await cfg(api, "pool1", "template")) == (
+            "2",
+            "templates/new",
+        )
         assert len(await api.events("pool1")) == logged
         # The YAML's template changes: applied; the size it still gives as before keeps its override.
         changed = make_settings([{**POOLS[0], "template": "templates/yaml2"}, POOLS[1]])
         await manager(api, changed).configure()
-        assert (await cfg(api, "pool1", "size"), await cfg(api, "pool1", "template")) == ("2", "templates/yaml2")
-        tail = [r.event for r in (await api.events("pool1"))[logged:] if isinstance(r.event, ev.PoolConfigured)]
+        assert (await cfg(api, "pool1", "size"), await cfg(api, "pool1", "template")) == (
+            "2",
+            "templates/yaml2",
+        )
+        tail = [
+            r.event for r in (await api.events("pool1"))[logged:] if isinstance(r.event, ev.PoolConfigured)
+        ]
         assert [(e.source, e.size, e.template) for e in tail] == [
-            ("config", 5, "templates/yaml2"), ("api", 2, "templates/yaml2")]
+            ("config", 5, "templates/yaml2"),
+            ("api", 2, "templates/yaml2"),
+        ]
         # The decision state still equals the fold of the log.
         live = cast("dict[bytes, bytes]", await api.redis.hgetall(api.keys.config("pool1")))
         assert fold(await api.events("pool1")).cfg == {k.decode(): v.decode() for k, v in live.items()}
         # An undo goes back to the YAML's current value, and the next restart keeps it.
         assert await delete(api, "config/poolsize/pool1") == (
-            201, {"ok": True, "pool_size_before_reset": 2, "pool_size_before_overrides": 5})
+            201,
+            {"ok": True, "pool_size_before_reset": 2, "pool_size_before_overrides": 5},
+        )
         await manager(api, changed).configure()
         assert await cfg(api, "pool1", "size") == "5"
 

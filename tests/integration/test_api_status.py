@@ -21,8 +21,15 @@ from tests.integration._api import T0, ApiEnv, api_env, body, make_settings
 Env = Callable[..., AbstractAsyncContextManager[ApiEnv]]
 
 POOLS = [
-    {"name": "pool1", "template": "templates/one", "size": 2, "alias": ["poolone", "one"],
-     "dns_plugin": "example", "folder": "vms/pool1", "password": "hunter2"},
+    {
+        "name": "pool1",
+        "template": "templates/one",
+        "size": 2,
+        "alias": ["poolone", "one"],
+        "dns_plugin": "example",
+        "folder": "vms/pool1",
+        "password": "hunter2",
+    },
     {"name": "pool2", "size": 1, "alias": "pooltwo"},
     {"name": "pool3", "size": 0},
     {"name": "pool4", "size": 2, "clone_target": "cluster-b"},
@@ -39,8 +46,15 @@ def env(redis: aioredis.Redis, redis_url: str, prefix: str) -> Env:
 async def populate(api: ApiEnv) -> dict[str, Any]:
     """pool1: size 3 in its log (2 in the YAML), 1 ready, 1 running, 1 booting, 1 cloning;
     pool2: 1 cloning; pool3: size 0; pool4: no event yet."""
-    ready = await api.seed("pool1", 2, size=3, booting=1, template="templates/override",
-                           clone_seconds=[10, 20, 30], boot_seconds=[5, 7])
+    ready = await api.seed(
+        "pool1",
+        2,
+        size=3,
+        booting=1,
+        template="templates/override",
+        clone_seconds=[10, 20, 30],
+        boot_seconds=[5, 7],
+    )
     last_ready_at = api.clock.now
     await api.seed("pool2", 0, size=1)
     await api.seed("pool3", 0)
@@ -62,24 +76,44 @@ async def test_status_full(env: Env) -> None:
         data = body(response)
         assert list(data) == ALL
         assert data["pools"] == {
-            "pool1": {"ready": 1, "running": 1, "pending": 2, "max": 3,
-                      "lastBoot": ruby_time(seeded["last_ready_at"]), "alias": ["poolone", "one"]},
+            "pool1": {
+                "ready": 1,
+                "running": 1,
+                "pending": 2,
+                "max": 3,
+                "lastBoot": ruby_time(seeded["last_ready_at"]),
+                "alias": ["poolone", "one"],
+            },
             "pool2": {"ready": 0, "running": 0, "pending": 1, "max": 1, "lastBoot": "", "alias": "pooltwo"},
             "pool3": {"ready": 0, "running": 0, "pending": 0, "max": 0, "lastBoot": ""},
             "pool4": {"ready": 0, "running": 0, "pending": 0, "max": 2, "lastBoot": ""},
         }
         assert data["status"] == {
-            "ok": False, "message": "Found 2 empty pools.", "empty": ["pool2", "pool4"],
+            "ok": False,
+            "message": "Found 2 empty pools.",
+            "empty": ["pool2", "pool4"],
             "uptime": data["status"]["uptime"],
         }
         assert data["status"]["uptime"] == round((api.clock.now - (T0 - 12_345)) / 1000, 1)
         assert data["capacity"] == {"current": 1, "total": 6, "percent": 16.7}
-        assert data["queue"] == {"requested": 0, "pending": 3, "cloning": 2, "booting": 1, "ready": 1,
-                                 "running": 1, "completed": 0, "total": 5}
-        assert data["clone"] == {"duration": {"average": 20.0, "min": 10.0, "max": 30.0, "total": 60.0},
-                                 "count": {"total": 3}}
-        assert data["boot"] == {"duration": {"average": 6.0, "min": 5.0, "max": 7.0, "total": 12.0},
-                                "count": {"total": 2}}
+        assert data["queue"] == {
+            "requested": 0,
+            "pending": 3,
+            "cloning": 2,
+            "booting": 1,
+            "ready": 1,
+            "running": 1,
+            "completed": 0,
+            "total": 5,
+        }
+        assert data["clone"] == {
+            "duration": {"average": 20.0, "min": 10.0, "max": 30.0, "total": 60.0},
+            "count": {"total": 3},
+        }
+        assert data["boot"] == {
+            "duration": {"average": 6.0, "min": 5.0, "max": 7.0, "total": 12.0},
+            "count": {"total": 2},
+        }
 
 
 async def test_status_returned_vm_counts_as_completed(env: Env) -> None:
@@ -102,15 +136,18 @@ async def test_status_without_pools_or_stats_is_fully_armed_and_zeroed(env: Env)
         assert data["clone"] == data["boot"] == zero
 
 
-@pytest.mark.parametrize(("query", "sections"), [
-    ("", ALL),
-    ("?view", ALL),
-    ("?view=", ["status"]),
-    ("?view=capacity", ["capacity", "status"]),
-    ("?view=pools,queue", ["pools", "queue", "status"]),
-    ("?view=clone,boot,bogus", ["boot", "clone", "status"]),
-    ("?view=%FF%00,status", ["status"]),
-])
+@pytest.mark.parametrize(
+    ("query", "sections"),
+    [
+        ("", ALL),
+        ("?view", ALL),
+        ("?view=", ["status"]),
+        ("?view=capacity", ["capacity", "status"]),
+        ("?view=pools,queue", ["pools", "queue", "status"]),
+        ("?view=clone,boot,bogus", ["boot", "clone", "status"]),
+        ("?view=%FF%00,status", ["status"]),
+    ],
+)
 async def test_status_views(env: Env, query: str, sections: list[str]) -> None:
     async with env() as api:
         await populate(api)
@@ -122,16 +159,21 @@ async def test_status_views(env: Env, query: str, sections: list[str]) -> None:
         assert data["status"]["ok"] is ("pools" not in sections)
 
 
-@pytest.mark.parametrize(("query", "pools"), [
-    ("", {}),
-    ("?pool", {}),
-    ("?pool=", {}),
-    ("?pool=nosuch", {}),
-    ("?pool=pool1", {"pool1": {"max": 3, "alias": ["poolone", "one"], "ready": 1}}),
-    ("?pool=pooltwo", {"pool2": {"max": 1, "alias": "pooltwo", "ready": 0}}),
-    ("?pool=pool4,one", {"pool1": {"max": 3, "alias": ["poolone", "one"], "ready": 1},
-                         "pool4": {"max": 2, "ready": 0}}),
-])
+@pytest.mark.parametrize(
+    ("query", "pools"),
+    [
+        ("", {}),
+        ("?pool", {}),
+        ("?pool=", {}),
+        ("?pool=nosuch", {}),
+        ("?pool=pool1", {"pool1": {"max": 3, "alias": ["poolone", "one"], "ready": 1}}),
+        ("?pool=pooltwo", {"pool2": {"max": 1, "alias": "pooltwo", "ready": 0}}),
+        (
+            "?pool=pool4,one",
+            {"pool1": {"max": 3, "alias": ["poolone", "one"], "ready": 1}, "pool4": {"max": 2, "ready": 0}},
+        ),
+    ],
+)
 async def test_poolstat(env: Env, query: str, pools: dict[str, Any]) -> None:
     async with env() as api:
         await populate(api)
@@ -156,9 +198,16 @@ async def test_config_shows_effective_pools_without_secrets(env: Env) -> None:
         assert data["status"] == {"ok": True}
         pool1, pool2, _, pool4 = data["pool_configuration"]
         assert pool1 == {
-            "name": "pool1", "alias": ["poolone", "one"], "template": "templates/override", "size": 3,
-            "provider": "dummy", "dns_plugin": "example", "timeout": 15, "ready_ttl": 60,
-            "folder": "vms/pool1", "template_ready": True,
+            "name": "pool1",
+            "alias": ["poolone", "one"],
+            "template": "templates/override",
+            "size": 3,
+            "provider": "dummy",
+            "dns_plugin": "example",
+            "timeout": 15,
+            "ready_ttl": 60,
+            "folder": "vms/pool1",
+            "template_ready": True,
         }
         assert "hunter2" not in response.text
         assert (pool2["alias"], pool2["size"]) == ("pooltwo", 1)
@@ -203,7 +252,13 @@ async def test_openapi_documents_the_routes(env: Env) -> None:
         assert set(vm) == {"get", "put", "delete", "post"}
         assert vm["delete"]["summary"] == "Return a checked-out VM"
         assert {"200", "400", "404", "503"} <= set(paths["/api/v3/vm"]["post"]["responses"])
-        for path in ("/api/v3/status", "/api/v3/poolstat", "/api/v3/totalrunning", "/api/v3/config", "/healthcheck"):
+        for path in (
+            "/api/v3/status",
+            "/api/v3/poolstat",
+            "/api/v3/totalrunning",
+            "/api/v3/config",
+            "/healthcheck",
+        ):
             assert paths[path]["get"]["summary"], path
 
 

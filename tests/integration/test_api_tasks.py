@@ -18,10 +18,12 @@ from web.routes_tasks import snapshot_name
 
 Env = Callable[[Settings], AbstractAsyncContextManager[ApiEnv]]
 
-SETTINGS = make_settings([
-    {"name": "pool1", "size": 1, "dns_plugin": "example"},
-    {"name": "pool2", "size": 1},
-])
+SETTINGS = make_settings(
+    [
+        {"name": "pool1", "size": 1, "dns_plugin": "example"},
+        {"name": "pool2", "size": 1},
+    ]
+)
 TOKEN_ALPHABET = re.compile(r"[a-y][a-z0-9]{31}")
 
 
@@ -55,14 +57,17 @@ async def test_disk_request_on_a_running_vm(env: Env) -> None:
         assert (await last_event(api, "pool1")).event == ev.VmDiskRequested(size_gb=2048)
 
 
-@pytest.mark.parametrize(("size", "error"), [
-    ("0", "Disk size must be at least 1"),
-    ("2049", "Disk size must be at most 2048"),
-    ("99999999999999999999999", "Disk size must be at most 2048"),
-    ("-1", "Disk size must be a valid integer"),
-    ("8gb", "Disk size must be a valid integer"),
-    ("1.5", "Disk size must be a valid integer"),
-])
+@pytest.mark.parametrize(
+    ("size", "error"),
+    [
+        ("0", "Disk size must be at least 1"),
+        ("2049", "Disk size must be at most 2048"),
+        ("99999999999999999999999", "Disk size must be at most 2048"),
+        ("-1", "Disk size must be a valid integer"),
+        ("8gb", "Disk size must be a valid integer"),
+        ("1.5", "Disk size must be a valid integer"),
+    ],
+)
 async def test_bad_disk_size_is_400_and_changes_nothing(env: Env, size: str, error: str) -> None:
     async with env(SETTINGS) as api:
         [vm] = await api.seed("pool1", 1)
@@ -72,12 +77,15 @@ async def test_bad_disk_size_is_400_and_changes_nothing(env: Env, size: str, err
         assert await api.snapshot() == before
 
 
-@pytest.mark.parametrize(("hostname", "error"), [
-    ("bad_host", "Invalid hostname format"),
-    ("-vm", "Invalid hostname format"),
-    ("a" * 64, "Invalid hostname format"),
-    (".".join(["a" * 60] * 5), "Hostname too long"),
-])
+@pytest.mark.parametrize(
+    ("hostname", "error"),
+    [
+        ("bad_host", "Invalid hostname format"),
+        ("-vm", "Invalid hostname format"),
+        ("a" * 64, "Invalid hostname format"),
+        (".".join(["a" * 60] * 5), "Hostname too long"),
+    ],
+)
 async def test_bad_hostname_for_disk_is_400_and_changes_nothing(env: Env, hostname: str, error: str) -> None:
     async with env(SETTINGS) as api:
         await api.seed("pool1", 1)
@@ -90,7 +98,10 @@ async def test_bad_hostname_for_disk_is_400_and_changes_nothing(env: Env, hostna
 async def test_hostname_is_checked_before_size(env: Env) -> None:
     async with env(SETTINGS) as api:
         response = await api.client.post("/api/v3/vm/bad_host/disk/0")
-        assert (response.status_code, body(response)) == (400, {"ok": False, "error": "Invalid hostname format"})
+        assert (response.status_code, body(response)) == (
+            400,
+            {"ok": False, "error": "Invalid hostname format"},
+        )
 
 
 def test_snapshot_names_use_the_token_alphabet() -> None:

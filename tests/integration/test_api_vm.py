@@ -24,7 +24,13 @@ from tests.integration._api import DOMAIN, ApiEnv, api_env, body, make_settings
 Env = Callable[[Settings], AbstractAsyncContextManager[ApiEnv]]
 
 POOLS = [
-    {"name": "pool1", "template": "templates/pool1", "size": 1, "dns_plugin": "example", "alias": ["poolone"]},
+    {
+        "name": "pool1",
+        "template": "templates/pool1",
+        "size": 1,
+        "dns_plugin": "example",
+        "alias": ["poolone"],
+    },
     {"name": "pool2", "size": 1, "dns_plugin": "example"},
     {"name": "pool3", "size": 1, "alias": "poolthree"},
 ]
@@ -60,7 +66,10 @@ async def test_checkout_by_alias_is_keyed_by_the_alias(env: Env) -> None:
     async with env(SETTINGS) as api:
         [vm] = await api.seed("pool1", 1)
         response = await api.client.post("/api/v3/vm", json={"poolone": 1})
-        assert (response.status_code, body(response)) == (200, {"ok": True, "poolone": {"hostname": fqdn(vm)}})
+        assert (response.status_code, body(response)) == (
+            200,
+            {"ok": True, "poolone": {"hostname": fqdn(vm)}},
+        )
 
 
 async def test_pool_without_domain_gives_short_names(env: Env) -> None:
@@ -70,15 +79,20 @@ async def test_pool_without_domain_gives_short_names(env: Env) -> None:
         assert body(response) == {"ok": True, "poolthree": {"hostname": vm}}
 
 
-@pytest.mark.parametrize(("method", "path", "content"), [
-    ("POST", "/api/v3/vm", b'{"nosuchpool":"1"}'),
-    ("POST", "/api/v3/vm", b'{"pool1":"1","nosuchpool":"1"}'),
-    ("POST", "/api/v3/vm", b"{}"),
-    ("POST", "/api/v3/vm", b""),
-    ("POST", "/api/v3/vm/nosuchpool", b""),
-    ("POST", "/api/v3/vm/pool1+nosuch.pool", b""),
-])
-async def test_unknown_or_missing_pool_is_404_and_takes_nothing(env: Env, method: str, path: str, content: bytes) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "content"),
+    [
+        ("POST", "/api/v3/vm", b'{"nosuchpool":"1"}'),
+        ("POST", "/api/v3/vm", b'{"pool1":"1","nosuchpool":"1"}'),
+        ("POST", "/api/v3/vm", b"{}"),
+        ("POST", "/api/v3/vm", b""),
+        ("POST", "/api/v3/vm/nosuchpool", b""),
+        ("POST", "/api/v3/vm/pool1+nosuch.pool", b""),
+    ],
+)
+async def test_unknown_or_missing_pool_is_404_and_takes_nothing(
+    env: Env, method: str, path: str, content: bytes
+) -> None:
     async with env(SETTINGS) as api:
         await api.seed("pool1", 1)
         before = await api.snapshot()
@@ -103,7 +117,9 @@ async def test_several_pools_and_counts(env: Env) -> None:
         two = await api.seed("pool2", 1)
         response = await api.client.post("/api/v3/vm", json={"pool1": "2", "pool2": "1"})
         assert body(response) == {
-            "ok": True, "pool1": {"hostname": [fqdn(v) for v in one]}, "pool2": {"hostname": fqdn(two[0])},
+            "ok": True,
+            "pool1": {"hostname": [fqdn(v) for v in one]},
+            "pool2": {"hostname": fqdn(two[0])},
         }
 
 
@@ -155,7 +171,10 @@ async def test_checkout_records_default_lifetime_and_ignores_tokens_without_auth
 
 async def test_weighted_backends_never_pick_weight_zero_first() -> None:
     settings = make_settings(
-        [{"name": "heavy", "alias": ["both"], "clone_target": "a"}, {"name": "light", "alias": ["both"], "clone_target": "b"}],
+        [
+            {"name": "heavy", "alias": ["both"], "clone_target": "a"},
+            {"name": "light", "alias": ["both"], "clone_target": "b"},
+        ],
         config={"backend_weight": {"a": 1, "b": 0}},
     )
     calls: list[str] = []
@@ -203,11 +222,21 @@ async def test_show_running_vm(env: Env) -> None:
         for name in (vm, fqdn(vm)):
             response = await api.client.get(f"/api/v3/vm/{name}")
             assert response.status_code == 200
-            assert body(response) == {"ok": True, vm: {
-                "template": "pool1", "lifetime": 24, "running": 1.5, "remaining": 22.5,
-                "start_time": _rfc3339(checkout_at), "end_time": _rfc3339(checkout_at + 24 * 3_600_000),
-                "state": "running", "ip": api.ips[vm], "fqdn": fqdn(vm), "host": "host-1",
-            }}
+            assert body(response) == {
+                "ok": True,
+                vm: {
+                    "template": "pool1",
+                    "lifetime": 24,
+                    "running": 1.5,
+                    "remaining": 22.5,
+                    "start_time": _rfc3339(checkout_at),
+                    "end_time": _rfc3339(checkout_at + 24 * 3_600_000),
+                    "state": "running",
+                    "ip": api.ips[vm],
+                    "fqdn": fqdn(vm),
+                    "host": "host-1",
+                },
+            }
 
 
 def _rfc3339(ms: int) -> str:
@@ -230,8 +259,9 @@ async def test_show_vm_states_follow_vmpoolers_fields(env: Env) -> None:
         await api.project()
         assert await state(taken) == "running"  # completed after a checkout reads "running" (§1.6.5)
         api.clock.advance(hours=2)
-        await api.commands.append("pool1", [(taken, ev.VmDestroyStarted()), (taken, ev.VmDestroyed())],
-                                  Meta("test"))
+        await api.commands.append(
+            "pool1", [(taken, ev.VmDestroyStarted()), (taken, ev.VmDestroyed())], Meta("test")
+        )
         await api.project()
         data = body(await api.client.get(f"/api/v3/vm/{taken}"))[taken]
         assert (data["state"], data["running"]) == ("destroyed", 2.0)
@@ -267,13 +297,23 @@ async def test_put_tags_outside_allowed_tags_is_400_and_stores_nothing(env: Env)
         before = await api.snapshot()
         response = await api.client.put(f"/api/v3/vm/{vm}", json={"tags": {"project": "x", "owner": "me"}})
         assert (response.status_code, body(response)) == (
-            400, {"ok": False, "failure": ["You provided unsuppored tags (owner)."]})
+            400,
+            {"ok": False, "failure": ["You provided unsuppored tags (owner)."]},
+        )
         assert await api.snapshot() == before
 
 
-@pytest.mark.parametrize(("limit", "value", "status"), [
-    (None, "20000", 200), (None, 36, 200), (None, "0", 400), (168, "200", 400), (168, "168", 400), (168, "167", 200),
-])
+@pytest.mark.parametrize(
+    ("limit", "value", "status"),
+    [
+        (None, "20000", 200),
+        (None, 36, 200),
+        (None, "0", 400),
+        (168, "200", 400),
+        (168, "168", 400),
+        (168, "167", 200),
+    ],
+)
 async def test_put_lifetime(env: Env, limit: int | None, value: Any, status: int) -> None:
     config = {"max_lifetime_upper_limit": limit} if limit else {}
     async with env(make_settings(POOLS, config=config)) as api:

@@ -19,8 +19,14 @@ POOL = PoolTarget(name="debian-12-x86_64", template="templates/debian-12")
 
 
 class Make(Protocol):
-    def __call__(self, *, name: str = ..., sleep: Callable[[float], Awaitable[None]] | None = ...,
-                 clock: Callable[[], float] | None = ..., **options: Any) -> DummyProvider: ...
+    def __call__(
+        self,
+        *,
+        name: str = ...,
+        sleep: Callable[[float], Awaitable[None]] | None = ...,
+        clock: Callable[[], float] | None = ...,
+        **options: Any,
+    ) -> DummyProvider: ...
 
 
 class RecordingSleep:
@@ -58,10 +64,21 @@ class FakeClock:
 def make(redis: aioredis.Redis, prefix: str) -> Make:
     """Build dummy providers sharing this test's Redis and prefix (one simulated cloud)."""
 
-    def build(*, name: str = "dummy", sleep: Callable[[float], Awaitable[None]] | None = None,
-              clock: Callable[[], float] | None = None, **options: Any) -> DummyProvider:
-        return DummyProvider(name, redis, prefix=prefix, options=options, sleep=sleep or RecordingSleep(),
-                             clock=clock or FakeClock())
+    def build(
+        *,
+        name: str = "dummy",
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        clock: Callable[[], float] | None = None,
+        **options: Any,
+    ) -> DummyProvider:
+        return DummyProvider(
+            name,
+            redis,
+            prefix=prefix,
+            options=options,
+            sleep=sleep or RecordingSleep(),
+            clock=clock or FakeClock(),
+        )
 
     return build
 
@@ -214,8 +231,9 @@ async def test_real_sleep_delays_are_honoured(redis: aioredis.Redis, prefix: str
         asked.append(seconds)
         await asyncio.sleep(seconds)
 
-    provider = DummyProvider("dummy", redis, prefix=prefix, options={"createvm_max_time": 0.05, "seed": 1},
-                             sleep=sleep)
+    provider = DummyProvider(
+        "dummy", redis, prefix=prefix, options={"createvm_max_time": 0.05, "seed": 1}, sleep=sleep
+    )
     loop = asyncio.get_running_loop()
     started = loop.time()
     await provider.create_vm(POOL, "vm1")
@@ -290,7 +308,8 @@ async def test_instances_on_one_prefix_share_the_inventory(make: Make) -> None:
 
 
 async def test_other_provider_names_and_prefixes_are_other_clouds(
-        make: Make, redis: aioredis.Redis, prefix: str) -> None:
+    make: Make, redis: aioredis.Redis, prefix: str
+) -> None:
     await make().create_vm(POOL, "vm1")
     assert await make(name="dummy2").list_vms(POOL) == []
     other = DummyProvider("dummy", redis, prefix=f"{prefix}x", options={})
@@ -330,8 +349,9 @@ async def test_quota_is_enforced_per_pool(make: Make) -> None:
 
 
 async def test_quota_holds_under_concurrency(make: Make) -> None:
-    results = await asyncio.gather(*(make(quota=3).create_vm(POOL, f"vm{i}") for i in range(12)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(make(quota=3).create_vm(POOL, f"vm{i}") for i in range(12)), return_exceptions=True
+    )
     assert sum(not isinstance(r, BaseException) for r in results) == 3
     assert all(isinstance(r, ProviderError) for r in results if isinstance(r, BaseException))
     assert len(await make().list_vms(POOL)) == 3
@@ -470,9 +490,16 @@ async def test_works_with_a_decoding_client(redis_url: str, prefix: str) -> None
 
 @pytest.mark.parametrize(
     ("knob", "value"),
-    [("createvm_fail_percent", "10"), ("createvm_max_time", True), ("boot_time", -1),
-     ("migratevm_fail_percent", 101), ("seed", 1.5), ("quota", "3"), ("destroyvm_max_time", float("nan")),
-     ("getvm_rename_percent", [5])],
+    [
+        ("createvm_fail_percent", "10"),
+        ("createvm_max_time", True),
+        ("boot_time", -1),
+        ("migratevm_fail_percent", 101),
+        ("seed", 1.5),
+        ("quota", "3"),
+        ("destroyvm_max_time", float("nan")),
+        ("getvm_rename_percent", [5]),
+    ],
 )
 def test_bad_knobs_are_rejected_by_name(redis: aioredis.Redis, prefix: str, knob: str, value: object) -> None:
     with pytest.raises(ValueError, match=knob):
@@ -480,8 +507,15 @@ def test_bad_knobs_are_rejected_by_name(redis: aioredis.Redis, prefix: str, knob
 
 
 def test_good_knobs_and_foreign_keys_are_accepted() -> None:
-    options = {"createvm_max_time": 2, "boot_time": 0.5, "createvm_fail_percent": None, "seed": -3,
-               "quota": 0, "provider_class": "dummy", "filename": "/tmp/x.yaml"}
+    options = {
+        "createvm_max_time": 2,
+        "boot_time": 0.5,
+        "createvm_fail_percent": None,
+        "seed": -3,
+        "quota": 0,
+        "provider_class": "dummy",
+        "filename": "/tmp/x.yaml",
+    }
     assert validate_knobs(options) == {"createvm_max_time": 2, "boot_time": 0.5, "seed": -3, "quota": 0}
 
 

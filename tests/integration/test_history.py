@@ -248,7 +248,10 @@ async def test_the_service_registers_the_history_with_its_retention(
     service = Service(SETTINGS, RedisHandle(redis, redis_url))
     history = [p for p in service.projections().projections if isinstance(p, History)]
     assert [(h.minute.keep, h.hour.keep) for h in history] == [(25, 30)]
-    doc = {"pools": [{"name": "p", "size": 1}], "config": {"history_minute_hours": 48, "history_hour_days": 7}}
+    doc = {
+        "pools": [{"name": "p", "size": 1}],
+        "config": {"history_minute_hours": 48, "history_hour_days": 7},
+    }
     custom = history_projection(parse_settings(doc, env={}))
     assert (custom.minute.keep, custom.hour.keep) == (48, 7)
     doc["config"] = {"history_hour_days": 0}

@@ -9,7 +9,9 @@ from vmpooler.redis_client import open_redis
 
 
 async def test_a_burst_beyond_the_pool_size_waits_instead_of_failing(redis_url: str, prefix: str) -> None:
-    settings = parse_settings({"redis": {"url": redis_url, "prefix": prefix, "connection_pool_size": 2}}, env={})
+    settings = parse_settings(
+        {"redis": {"url": redis_url, "prefix": prefix, "connection_pool_size": 2}}, env={}
+    )
     handle = open_redis(settings)
     try:
         # 500 commands in flight at once, as hundreds of worker handlers can be; each holds its

@@ -135,7 +135,9 @@ async def dump_key(redis: aioredis.Redis, key: bytes | str) -> tuple[str, Any]:
     raise AssertionError(f"unexpected type {kind} of {key!r}")
 
 
-async def dump(redis: aioredis.Redis, pattern: str, skip: Callable[[str], bool] = lambda k: False) -> dict[str, Any]:
+async def dump(
+    redis: aioredis.Redis, pattern: str, skip: Callable[[str], bool] = lambda k: False
+) -> dict[str, Any]:
     keys = sorted([k.decode() async for k in redis.scan_iter(match=pattern, count=1000)])
     return {k: await dump_key(redis, k) for k in keys if not skip(k)}
 
@@ -168,10 +170,12 @@ async def poll(check: Callable[[], Awaitable[T | None]], within: float = 10.0, e
         await asyncio.sleep(every)
 
 
-def settings_(size: int, clone_limit: int, *, ready_ttl: int = 0, timeout: int = 0,
-              template: str = "tpl") -> ev.PoolConfigured:
-    return ev.PoolConfigured(size=size, template=template, clone_limit=clone_limit, ready_ttl=ready_ttl,
-                             timeout=timeout)
+def settings_(
+    size: int, clone_limit: int, *, ready_ttl: int = 0, timeout: int = 0, template: str = "tpl"
+) -> ev.PoolConfigured:
+    return ev.PoolConfigured(
+        size=size, template=template, clone_limit=clone_limit, ready_ttl=ready_ttl, timeout=timeout
+    )
 
 
 def in_state(state: PoolState, *states: str) -> list[str]:
@@ -209,10 +213,30 @@ class History:
     """Drives a pool through a random history with the real commands and a fake clock (time may
     run for days, so gone VMs are forgotten and deadlines of every kind fire)."""
 
-    OPS = {"configure": 2, "checkout": 8, "return": 3, "clone_started": 2, "cloned": 10, "ready": 12,
-           "clone_failed": 2, "lifetime": 2, "advance": 4, "fire": 2, "reset": 1, "reconcile": 3,
-           "destroy_started": 3, "destroyed": 3, "destroy_failed": 3, "tag": 2, "discard": 2, "refused": 3,
-           "revert": 2, "od_open": 2, "od_start": 3, "od_close": 1}
+    OPS = {
+        "configure": 2,
+        "checkout": 8,
+        "return": 3,
+        "clone_started": 2,
+        "cloned": 10,
+        "ready": 12,
+        "clone_failed": 2,
+        "lifetime": 2,
+        "advance": 4,
+        "fire": 2,
+        "reset": 1,
+        "reconcile": 3,
+        "destroy_started": 3,
+        "destroyed": 3,
+        "destroy_failed": 3,
+        "tag": 2,
+        "discard": 2,
+        "refused": 3,
+        "revert": 2,
+        "od_open": 2,
+        "od_start": 3,
+        "od_close": 1,
+    }
     """Operation → weight."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, pool: str, choose: Choose, *, seed: int) -> None:
@@ -225,9 +249,17 @@ class History:
 
     async def start(self) -> None:
         c = self.choose
-        await self.cmds.configure(self.pool, ev.PoolConfigured(
-            size=c.int(2, 6), template="t1", clone_limit=c.int(1, 4), ready_ttl=c.int(0, 120), timeout=c.int(0, 120)),
-            META)
+        await self.cmds.configure(
+            self.pool,
+            ev.PoolConfigured(
+                size=c.int(2, 6),
+                template="t1",
+                clone_limit=c.int(1, 4),
+                ready_ttl=c.int(0, 120),
+                timeout=c.int(0, 120),
+            ),
+            META,
+        )
 
     async def step(self) -> str:
         self.clock.now += self.choose.int(0, 1500)
@@ -245,9 +277,18 @@ class History:
 
     async def _configure(self) -> None:
         c = self.choose
-        await self.cmds.configure(self.pool, ev.PoolConfigured(
-            size=c.pick([0, *range(1, 7), 3, 4]), template=c.pick(["t1", "t2"]), clone_limit=c.pick([0, 1, 2, 3, 4, 2, 3]),
-            ready_ttl=c.int(0, 120), timeout=c.int(0, 120), clone_target=c.pick(["", "c1"])), META)
+        await self.cmds.configure(
+            self.pool,
+            ev.PoolConfigured(
+                size=c.pick([0, *range(1, 7), 3, 4]),
+                template=c.pick(["t1", "t2"]),
+                clone_limit=c.pick([0, 1, 2, 3, 4, 2, 3]),
+                ready_ttl=c.int(0, 120),
+                timeout=c.int(0, 120),
+                clone_target=c.pick(["", "c1"]),
+            ),
+            META,
+        )
 
     async def _checkout(self) -> None:
         body = ev.VmCheckedOut(lifetime=self.choose.int(0, 3), token_hash=self.choose.pick(["", "h1", "h2"]))
@@ -269,7 +310,9 @@ class History:
         vms = in_state(self.live, state)
         if vms:
             chosen = [vm for vm in vms if self.choose.int(0, 2)] or [self.choose.pick(vms)]
-            await self.cmds.append(self.pool, [(vm, event) for vm in chosen], META, refill=self.choose.int(0, 2))
+            await self.cmds.append(
+                self.pool, [(vm, event) for vm in chosen], META, refill=self.choose.int(0, 2)
+            )
 
     async def _cloned(self) -> None:
         await self._many("cloning", ev.VmCloned(seconds=1.5))
@@ -286,8 +329,13 @@ class History:
     async def _od_open(self) -> None:
         c = self.choose
         opened = ev.PoolOndemandRequested(
-            request_id=c.pick(["r1", "r2", "r3"]), requested_as=c.pick(["a", "b"]), count=c.int(1, 3),
-            lifetime=c.int(0, 3), token_user=c.pick(["", "u"]), max_retries=c.int(0, 2))
+            request_id=c.pick(["r1", "r2", "r3"]),
+            requested_as=c.pick(["a", "b"]),
+            count=c.int(1, 3),
+            lifetime=c.int(0, 3),
+            token_user=c.pick(["", "u"]),
+            max_retries=c.int(0, 2),
+        )
         await self.cmds.ondemand_open(self.pool, opened, META)
 
     async def _od_start(self) -> None:
@@ -302,8 +350,9 @@ class History:
 
     async def _od_close(self) -> None:
         c = self.choose
-        await self.cmds.ondemand_close(self.pool, c.pick(["r1", "r2", "r3"]),
-                                       c.pick(["fulfilled", "failed", "cancelled"]), META)
+        await self.cmds.ondemand_close(
+            self.pool, c.pick(["r1", "r2", "r3"]), c.pick(["fulfilled", "failed", "cancelled"]), META
+        )
 
     async def _lifetime(self) -> None:
         await self._one(("running",), ev.VmLifetimeChanged(hours=self.choose.int(0, 4)))
@@ -324,8 +373,9 @@ class History:
         await self._one(("completed", "destroying"), ev.VmDestroyed(seconds=0.5))
 
     async def _destroy_failed(self) -> None:
-        failed = ev.VmDestroyFailed(error="busy", attempt=self.choose.int(1, 3),
-                                    retry_in=self.choose.pick([0.0, 0.5, 2.0, 30.0]))
+        failed = ev.VmDestroyFailed(
+            error="busy", attempt=self.choose.int(1, 3), retry_in=self.choose.pick([0.0, 0.5, 2.0, 30.0])
+        )
         await self._one(("destroying",), failed)
 
     async def _advance(self) -> None:
@@ -370,18 +420,32 @@ class History:
 
 
 _REFUSABLE: dict[str, Event] = {
-    "vm.clone-requested": ev.VmCloneRequested(template="t"), "vm.clone-started": ev.VmCloneStarted(worker="w"),
-    "vm.cloned": ev.VmCloned(seconds=1.0), "vm.clone-failed": ev.VmCloneFailed(error="x"),
-    "vm.ready": ev.VmReady(boot_seconds=1.0), "vm.checked-out": ev.VmCheckedOut(lifetime=1),
-    "vm.checkout-reverted": ev.VmCheckoutReverted(), "vm.lifetime-changed": ev.VmLifetimeChanged(hours=1),
-    "vm.tagged": ev.VmTagged(), "vm.returned": ev.VmReturned(), "vm.expired": ev.VmExpired(reason="lifetime"),
-    "vm.discarded": ev.VmDiscarded(reason="x"), "vm.destroy-requested": ev.VmDestroyRequested(),
-    "vm.destroy-started": ev.VmDestroyStarted(), "vm.destroy-failed": ev.VmDestroyFailed(error="x", attempt=1),
-    "vm.destroyed": ev.VmDestroyed(), "vm.discovered": ev.VmDiscovered(), "vm.vanished": ev.VmVanished(),
-    "vm.disk-requested": ev.VmDiskRequested(size_gb=1), "vm.disk-added": ev.VmDiskAdded(size_gb=1),
-    "vm.snapshot-requested": ev.VmSnapshotRequested(name="s"), "vm.snapshot-taken": ev.VmSnapshotTaken(name="s"),
-    "vm.revert-requested": ev.VmRevertRequested(name="s"), "vm.reverted": ev.VmReverted(name="s"),
-    "vm.task-failed": ev.VmTaskFailed(task="disk", error="x"), "vm.migrated": ev.VmMigrated(host="h"),
+    "vm.clone-requested": ev.VmCloneRequested(template="t"),
+    "vm.clone-started": ev.VmCloneStarted(worker="w"),
+    "vm.cloned": ev.VmCloned(seconds=1.0),
+    "vm.clone-failed": ev.VmCloneFailed(error="x"),
+    "vm.ready": ev.VmReady(boot_seconds=1.0),
+    "vm.checked-out": ev.VmCheckedOut(lifetime=1),
+    "vm.checkout-reverted": ev.VmCheckoutReverted(),
+    "vm.lifetime-changed": ev.VmLifetimeChanged(hours=1),
+    "vm.tagged": ev.VmTagged(),
+    "vm.returned": ev.VmReturned(),
+    "vm.expired": ev.VmExpired(reason="lifetime"),
+    "vm.discarded": ev.VmDiscarded(reason="x"),
+    "vm.destroy-requested": ev.VmDestroyRequested(),
+    "vm.destroy-started": ev.VmDestroyStarted(),
+    "vm.destroy-failed": ev.VmDestroyFailed(error="x", attempt=1),
+    "vm.destroyed": ev.VmDestroyed(),
+    "vm.discovered": ev.VmDiscovered(),
+    "vm.vanished": ev.VmVanished(),
+    "vm.disk-requested": ev.VmDiskRequested(size_gb=1),
+    "vm.disk-added": ev.VmDiskAdded(size_gb=1),
+    "vm.snapshot-requested": ev.VmSnapshotRequested(name="s"),
+    "vm.snapshot-taken": ev.VmSnapshotTaken(name="s"),
+    "vm.revert-requested": ev.VmRevertRequested(name="s"),
+    "vm.reverted": ev.VmReverted(name="s"),
+    "vm.task-failed": ev.VmTaskFailed(task="disk", error="x"),
+    "vm.migrated": ev.VmMigrated(host="h"),
 }
 
 
@@ -401,8 +465,12 @@ def _sub(prefix: str) -> Keys:
 
 
 @pytest.mark.slow
-@settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=25,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data(), seed=st.integers(0, 2**32))
 async def test_replay_equals_live(redis: aioredis.Redis, prefix: str, data: st.DataObject, seed: int) -> None:
     """(a) after every command the decision keys equal ``events.fold`` of the log; (b) at the end,
@@ -425,8 +493,12 @@ async def test_replay_equals_live(redis: aioredis.Redis, prefix: str, data: st.D
 
 
 @pytest.mark.slow
-@settings(max_examples=20, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=20,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data())
 async def test_request_replay_equals_live(redis: aioredis.Redis, prefix: str, data: st.DataObject) -> None:
     """The control slot's request keys equal ``fold_requests`` of the control stream after every
@@ -437,13 +509,20 @@ async def test_request_replay_equals_live(redis: aioredis.Redis, prefix: str, da
     for _ in range(40):
         clock.now += c.pick([0, SEC, MIN, 10 * MIN])
         rid = c.pick(["r1", "r2", "r3"])
-        event = c.pick([
-            ev.OndemandAccepted(request_id=rid, slices={"a": {"p": c.int(1, 3)}}, lifetime=c.int(0, 2),
-                                ttl_ms=c.pick([0, MIN, 5 * MIN])),
-            ev.OndemandFulfilled(request_id=rid), ev.OndemandFailed(request_id=rid, reason="x"),
-            ev.OndemandCancelled(request_id=rid),
-            ev.OndemandReleased(request_id=rid, status=c.pick(["fulfilled", "failed", "cancelled"])),
-        ])
+        event = c.pick(
+            [
+                ev.OndemandAccepted(
+                    request_id=rid,
+                    slices={"a": {"p": c.int(1, 3)}},
+                    lifetime=c.int(0, 2),
+                    ttl_ms=c.pick([0, MIN, 5 * MIN]),
+                ),
+                ev.OndemandFulfilled(request_id=rid),
+                ev.OndemandFailed(request_id=rid, reason="x"),
+                ev.OndemandCancelled(request_id=rid),
+                ev.OndemandReleased(request_id=rid, status=c.pick(["fulfilled", "failed", "cancelled"])),
+            ]
+        )
         if c.int(0, 4) == 0:
             await cmds.control_fire(META)
         else:
@@ -473,11 +552,15 @@ def check_log_invariants(log: Sequence[Recorded]) -> Counter[str]:
         state = fold([r], state)
         size, limit = int(state.cfg["size"]), int(state.cfg["clone_limit"])
         cloning = len([vm for vm in in_state(state, "cloning") if vm not in state.od])
-        pending_ready = len([vm for vm in in_state(state, "cloning", "booting", "ready") if vm not in state.od])
+        pending_ready = len(
+            [vm for vm in in_state(state, "cloning", "booting", "ready") if vm not in state.od]
+        )
         if r.type == "vm.clone-requested" and r.vm not in state.od:
             assert cloning <= limit, f"{cloning} clones in flight over the limit {limit} at {r.position}"
             assert pending_ready <= size, f"clone requested over size at {r.position}"
-        command_ends = i + 1 == len(log) or log[i + 1].event_id.rsplit("-", 1)[0] != r.event_id.rsplit("-", 1)[0]
+        command_ends = (
+            i + 1 == len(log) or log[i + 1].event_id.rsplit("-", 1)[0] != r.event_id.rsplit("-", 1)[0]
+        )
         if command_ends:
             assert pending_ready <= size, f"ready + pending {pending_ready} > size {size} after {r.position}"
     return seen
@@ -499,13 +582,22 @@ async def test_log_never_breaks_the_pool_invariants(redis: aioredis.Redis, prefi
 def test_invariant_check_catches_a_double_checkout() -> None:
     """The checker itself fails on a forged log, so its silence above means something."""
     cfg = settings_(1, 1)
-    base = [(cfg, ""), (ev.VmCloneRequested(template="t"), "a"), (ev.VmCloned(seconds=1), "a"),
-            (ev.VmReady(boot_seconds=1), "a"), (ev.VmCheckedOut(lifetime=1), "a")]
+    base = [
+        (cfg, ""),
+        (ev.VmCloneRequested(template="t"), "a"),
+        (ev.VmCloned(seconds=1), "a"),
+        (ev.VmReady(boot_seconds=1), "a"),
+        (ev.VmCheckedOut(lifetime=1), "a"),
+    ]
     log = [_forged(e, vm, i) for i, (e, vm) in enumerate([*base, (ev.VmCheckedOut(lifetime=1), "a")])]
     with pytest.raises(AssertionError, match="handed out while not ready"):
         check_log_invariants(log)
-    over = [_forged(e, vm, i) for i, (e, vm) in enumerate([(cfg, ""), (ev.VmCloneRequested(template="t"), "a"),
-                                                            (ev.VmCloneRequested(template="t"), "b")])]
+    over = [
+        _forged(e, vm, i)
+        for i, (e, vm) in enumerate(
+            [(cfg, ""), (ev.VmCloneRequested(template="t"), "a"), (ev.VmCloneRequested(template="t"), "b")]
+        )
+    ]
     with pytest.raises(AssertionError, match="over the limit"):
         check_log_invariants(over)
 
@@ -513,8 +605,19 @@ def test_invariant_check_catches_a_double_checkout() -> None:
 def _forged(event: Event, vm: str, i: int) -> Recorded:
     tag = event.__struct_config__.tag
     assert isinstance(tag, str)
-    return Recorded(stream=POOL, position=f"{i}-0", event_id=f"c{i}-1", type=tag, at=T0 + i, vm=vm, actor="t",
-                    correlation_id="", causation_id="", version=1, event=event)  # type: ignore[arg-type]
+    return Recorded(
+        stream=POOL,
+        position=f"{i}-0",
+        event_id=f"c{i}-1",
+        type=tag,
+        at=T0 + i,
+        vm=vm,
+        actor="t",
+        correlation_id="",
+        causation_id="",
+        version=1,
+        event=event,
+    )  # type: ignore[arg-type]
 
 
 # --- concurrency: 200 checkouts, 50 VMs, two processes -------------------------------------------
@@ -546,7 +649,8 @@ def _checkout_process(url: str, prefix: str, n: int) -> None:
 
 @pytest.mark.slow
 async def test_concurrent_checkouts_from_two_processes_hand_out_each_vm_once(
-        redis: aioredis.Redis, redis_url: str, prefix: str) -> None:
+    redis: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
     keys = Keys(prefix)
     cmds = PoolCommands(redis, keys)
     await cmds.configure(POOL, settings_(50, 50), META)
@@ -561,6 +665,7 @@ async def test_concurrent_checkouts_from_two_processes_hand_out_each_vm_once(
     for p in procs:
         p.start()
     try:
+
         async def all_(key: str) -> bool:
             assert all(p.exitcode in (None, 0) for p in procs), "a checkout process crashed"
             return await redis.llen(key) == len(procs)
@@ -574,7 +679,9 @@ async def test_concurrent_checkouts_from_two_processes_hand_out_each_vm_once(
             if p.exitcode is None:
                 p.kill()
     assert [p.exitcode for p in procs] == [0, 0]
-    results = [msgspec.json.decode(r, type=list[str]) for r in await redis.lrange(f"{prefix}:test:out", 0, -1)]
+    results = [
+        msgspec.json.decode(r, type=list[str]) for r in await redis.lrange(f"{prefix}:test:out", 0, -1)
+    ]
 
     handed = [vm for r in results for vm in r if vm]
     assert len(handed) == 50
@@ -625,7 +732,8 @@ def _types_for(log: Sequence[Recorded], vm: str) -> list[str]:
 
 @pytest.mark.slow
 async def test_killed_worker_mid_clone_is_reclaimed_and_the_vm_becomes_ready_once(
-        redis: aioredis.Redis, prefix: str) -> None:
+    redis: aioredis.Redis, prefix: str
+) -> None:
     keys = Keys(prefix)
     cmds = PoolCommands(redis, keys, clock=FakeClock())
     slow = DummyProvider("dummy", redis, prefix=prefix, options={"createvm_max_time": 1}, sleep=_hang)
@@ -634,8 +742,14 @@ async def test_killed_worker_mid_clone_is_reclaimed_and_the_vm_becomes_ready_onc
     await cmds.configure(POOL, settings_(1, 1), META)
     (vm,) = in_state(await read_state(redis, keys, POOL), "cloning")
 
-    a = Worker(redis, keys, Handlers(cmds, _targets(slow), worker="a", poll=(0.01, 0.05)), [POOL], consumer="a",
-               reclaim_idle_ms=300)
+    a = Worker(
+        redis,
+        keys,
+        Handlers(cmds, _targets(slow), worker="a", poll=(0.01, 0.05)),
+        [POOL],
+        consumer="a",
+        reclaim_idle_ms=300,
+    )
     stop_a = asyncio.Event()
     run_a = asyncio.create_task(a.run(stop_a, block_ms=50))
     await poll(lambda: slow.inspect(target, vm))  # A is inside create_vm
@@ -643,8 +757,14 @@ async def test_killed_worker_mid_clone_is_reclaimed_and_the_vm_becomes_ready_onc
     pending = await redis.xpending_range(keys.stream(POOL), GROUP, min="-", max="+", count=10)
     assert [p["consumer"] for p in pending] == [b"a"]
 
-    b = Worker(redis, keys, Handlers(cmds, _targets(fast), worker="b", poll=(0.01, 0.05)), [POOL], consumer="b",
-               reclaim_idle_ms=300)
+    b = Worker(
+        redis,
+        keys,
+        Handlers(cmds, _targets(fast), worker="b", poll=(0.01, 0.05)),
+        [POOL],
+        consumer="b",
+        reclaim_idle_ms=300,
+    )
     stop_b = asyncio.Event()
     run_b = asyncio.create_task(b.run(stop_b, block_ms=50))
 
@@ -697,10 +817,18 @@ async def test_busy_live_worker_keeps_its_entries(redis: aioredis.Redis, prefix:
     slow = DummyProvider("dummy", redis, prefix=prefix, options={"createvm_max_time": 1}, sleep=_hang)
     await cmds.configure(POOL, settings_(1, 1), META)
     (vm,) = in_state(await read_state(redis, keys, POOL), "cloning")
-    a = Worker(redis, keys, Handlers(cmds, _targets(slow), worker="a"), [POOL], consumer="a",
-               concurrency=1, reclaim_idle_ms=200)
-    b = Worker(redis, keys, Handlers(cmds, _targets(slow), worker="b"), [POOL], consumer="b",
-               reclaim_idle_ms=200)
+    a = Worker(
+        redis,
+        keys,
+        Handlers(cmds, _targets(slow), worker="a"),
+        [POOL],
+        consumer="a",
+        concurrency=1,
+        reclaim_idle_ms=200,
+    )
+    b = Worker(
+        redis, keys, Handlers(cmds, _targets(slow), worker="b"), [POOL], consumer="b", reclaim_idle_ms=200
+    )
     stop_a, stop_b = asyncio.Event(), asyncio.Event()
     run_a = asyncio.create_task(a.run(stop_a, block_ms=500))
     run_b: asyncio.Task[None] | None = None
@@ -722,7 +850,8 @@ async def test_busy_live_worker_keeps_its_entries(redis: aioredis.Redis, prefix:
 
 
 async def test_poisoned_entry_goes_to_dead_letters_after_max_deliveries(
-        redis: aioredis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    redis: aioredis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     keys = Keys(prefix)
     cmds = PoolCommands(redis, keys, clock=FakeClock())
     handlers = Handlers(cmds, _targets(DummyProvider("dummy", redis, prefix=prefix, options={})), worker="w")
@@ -748,7 +877,11 @@ async def test_poisoned_entry_goes_to_dead_letters_after_max_deliveries(
     (dead,) = await poll(dead_lettered, every=0.03)
     fields = dead[1]
     assert fields[b"position"].decode() == entry.position
-    assert (fields[b"type"], fields[b"vm"], fields[b"group"]) == (b"vm.clone-requested", entry.vm.encode(), b"workers")
+    assert (fields[b"type"], fields[b"vm"], fields[b"group"]) == (
+        b"vm.clone-requested",
+        entry.vm.encode(),
+        b"workers",
+    )
     assert int(fields[b"deliveries"]) == 3
     assert calls == [(entry.position, n) for n in (1, 2, 3)]
     assert await _no_pending(redis, keys)
@@ -764,8 +897,9 @@ def _read_models(keys: Keys, pool: str) -> str:
     return f"{keys.base(pool)}:rm:*"
 
 
-async def _lifecycle(redis: aioredis.Redis, keys: Keys, seed: int, steps: int,
-                     between: Callable[[], Awaitable[object]]) -> History:
+async def _lifecycle(
+    redis: aioredis.Redis, keys: Keys, seed: int, steps: int, between: Callable[[], Awaitable[object]]
+) -> History:
     h = History(redis, keys, POOL, Choose(rng=random.Random(seed)), seed=seed)
     await h.start()
     for i in range(steps):
@@ -779,8 +913,12 @@ async def _lifecycle(redis: aioredis.Redis, keys: Keys, seed: int, steps: int,
     await h.cmds.checkout(POOL, 1, ev.VmCheckedOut(lifetime=1, token_hash="h3", token_user="u"), META)
     extras: list[tuple[str, Event]] = []
     for vm in in_state(await read_state(redis, keys, POOL), *STATES)[:3]:
-        extras += [(vm, ev.VmTagged(tags={"team": "ci"})), (vm, ev.VmDiskAdded(size_gb=8)),
-                   (vm, ev.VmSnapshotTaken(name="s1")), (vm, ev.VmMigrated(host="h9"))]
+        extras += [
+            (vm, ev.VmTagged(tags={"team": "ci"})),
+            (vm, ev.VmDiskAdded(size_gb=8)),
+            (vm, ev.VmSnapshotTaken(name="s1")),
+            (vm, ev.VmMigrated(host="h9")),
+        ]
     await h.cmds.append(POOL, extras, META)
     return h
 
@@ -843,7 +981,8 @@ async def test_overlapping_redelivered_batch_is_applied_once(redis: aioredis.Red
 
 
 async def test_rebuild_while_a_live_runner_holds_the_stream(
-        redis: aioredis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    redis: aioredis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     keys = Keys(prefix)
     live = ProjectionRunner(redis, keys, ALL_PROJECTIONS(), [POOL], consumer="live")
     h = await _lifecycle(redis, keys, seed=5, steps=40, between=live.catch_up)
@@ -865,7 +1004,9 @@ async def test_rebuild_while_a_live_runner_holds_the_stream(
     assert got == await dump(redis, _read_models(keys, POOL))
 
 
-async def test_releasing_a_lapsed_lease_leaves_the_new_holder_alone(redis: aioredis.Redis, prefix: str) -> None:
+async def test_releasing_a_lapsed_lease_leaves_the_new_holder_alone(
+    redis: aioredis.Redis, prefix: str
+) -> None:
     key = f"{prefix}:lease"
     a, b = Lease(redis, "a", 10_000), Lease(redis, "b", 10_000)
     assert await a.hold(key)
@@ -902,7 +1043,8 @@ async def test_checkout_requests_the_replacement_in_the_same_step(redis: aioredi
 
 
 async def test_empty_pool_checkout_hands_out_nothing_and_appends_nothing(
-        redis: aioredis.Redis, prefix: str) -> None:
+    redis: aioredis.Redis, prefix: str
+) -> None:
     keys = Keys(prefix)
     cmds = PoolCommands(redis, keys, clock=FakeClock())
     await cmds.configure(POOL, settings_(2, 2), META)
@@ -912,11 +1054,17 @@ async def test_empty_pool_checkout_hands_out_nothing_and_appends_nothing(
     assert await redis.xlen(keys.stream(POOL)) == length
 
 
-def _reconcile_setup(redis: aioredis.Redis, prefix: str) -> tuple[Keys, FakeClock, PoolCommands, DummyProvider,
-                                                                  PoolTarget]:
+def _reconcile_setup(
+    redis: aioredis.Redis, prefix: str
+) -> tuple[Keys, FakeClock, PoolCommands, DummyProvider, PoolTarget]:
     keys, clock = Keys(prefix), FakeClock()
-    return (keys, clock, PoolCommands(redis, keys, clock=clock),
-            DummyProvider("dummy", redis, prefix=prefix, options={}), PoolTarget(name=POOL, template="tpl"))
+    return (
+        keys,
+        clock,
+        PoolCommands(redis, keys, clock=clock),
+        DummyProvider("dummy", redis, prefix=prefix, options={}),
+        PoolTarget(name=POOL, template="tpl"),
+    )
 
 
 async def test_reconcile_destroys_a_vm_made_by_hand(redis: aioredis.Redis, prefix: str) -> None:
@@ -930,7 +1078,11 @@ async def test_reconcile_destroys_a_vm_made_by_hand(redis: aioredis.Redis, prefi
     while await worker.step():
         await worker.drain()
     assert _types_for(await read_log(redis, keys, POOL), "by-hand") == [
-        "vm.discovered", "vm.discarded", "vm.destroy-started", "vm.destroyed"]
+        "vm.discovered",
+        "vm.discarded",
+        "vm.destroy-started",
+        "vm.destroyed",
+    ]
     assert await provider.list_vms(target) == []
     state = await read_state(redis, keys, POOL)
     assert (state.state, state.gone) == ({}, {"by-hand": clock.now})
@@ -954,7 +1106,9 @@ async def test_reconcile_forgets_a_vm_deleted_by_hand(redis: aioredis.Redis, pre
     assert state.gone[vm] == clock.now
 
 
-async def test_reconcile_leaves_vms_that_changed_after_the_listing(redis: aioredis.Redis, prefix: str) -> None:
+async def test_reconcile_leaves_vms_that_changed_after_the_listing(
+    redis: aioredis.Redis, prefix: str
+) -> None:
     keys, clock, cmds, provider, target = _reconcile_setup(redis, prefix)
     await cmds.configure(POOL, settings_(2, 2), META)
     young, old = in_state(await read_state(redis, keys, POOL), "cloning")
@@ -967,8 +1121,9 @@ async def test_reconcile_leaves_vms_that_changed_after_the_listing(redis: aiored
     clock.now += SEC
     await provider.create_vm(target, young)
     await cmds.append(POOL, [(young, ev.VmCloned(seconds=1.0))], META)  # booting since after the listing
-    await cmds.append(POOL, [(old, ev.VmDiscarded(reason="x")), (old, ev.VmDestroyStarted()),
-                             (old, ev.VmDestroyed())], META)  # gone after the listing
+    await cmds.append(
+        POOL, [(old, ev.VmDiscarded(reason="x")), (old, ev.VmDestroyStarted()), (old, ev.VmDestroyed())], META
+    )  # gone after the listing
     await provider.destroy_vm(target, old)
     length = await redis.xlen(keys.stream(POOL))
     assert await cmds.reconcile(POOL, inventory, listed_at, META) == (0, 0)
@@ -989,7 +1144,8 @@ async def test_reconcile_never_vanishes_a_vm_still_cloning(redis: aioredis.Redis
 
 
 async def test_rebuild_state_beside_a_live_api_never_hands_out_a_running_vm(
-        redis: aioredis.Redis, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    redis: aioredis.Redis, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     keys = Keys(prefix)
     cmds = PoolCommands(redis, keys, clock=FakeClock())
     await cmds.configure(POOL, settings_(1, 1), META)
@@ -1042,8 +1198,15 @@ async def test_first_destroy_failure_is_retried_as_attempt_two(redis: aioredis.R
     cmds = PoolCommands(redis, keys, clock=clock)
     await cmds.configure(POOL, settings_(1, 1), META)
     (vm,) = in_state(await read_state(redis, keys, POOL), "cloning")
-    await cmds.append(POOL, [(vm, ev.VmCloneFailed(error="x")), (vm, ev.VmDestroyStarted()),
-                             (vm, ev.VmDestroyFailed(error="busy", attempt=1, retry_in=5.0))], META)
+    await cmds.append(
+        POOL,
+        [
+            (vm, ev.VmCloneFailed(error="x")),
+            (vm, ev.VmDestroyStarted()),
+            (vm, ev.VmDestroyFailed(error="busy", attempt=1, retry_in=5.0)),
+        ],
+        META,
+    )
     clock.now += 5 * SEC
     await cmds.fire_due(POOL, META)
     (retry,) = [r.event for r in await read_log(redis, keys, POOL) if r.type == "vm.destroy-requested"]
@@ -1055,8 +1218,15 @@ async def _fired_retry(redis: aioredis.Redis, prefix: str) -> tuple[Keys, PoolCo
     cmds = PoolCommands(redis, keys, clock=clock)
     await cmds.configure(POOL, settings_(1, 1), META)
     (vm,) = in_state(await read_state(redis, keys, POOL), "cloning")
-    await cmds.append(POOL, [(vm, ev.VmCloneFailed(error="x")), (vm, ev.VmDestroyStarted()),
-                             (vm, ev.VmDestroyFailed(error="busy", attempt=2, retry_in=5.0))], META)
+    await cmds.append(
+        POOL,
+        [
+            (vm, ev.VmCloneFailed(error="x")),
+            (vm, ev.VmDestroyStarted()),
+            (vm, ev.VmDestroyFailed(error="busy", attempt=2, retry_in=5.0)),
+        ],
+        META,
+    )
     clock.now += 5 * SEC
     assert await cmds.fire_due(POOL, META) == 1
     return keys, cmds, vm
@@ -1081,7 +1251,8 @@ async def test_fired_retry_replays_like_live(redis: aioredis.Redis, prefix: str)
 
 
 async def test_gone_names_are_forgotten_the_same_way_live_and_replayed(
-        redis: aioredis.Redis, prefix: str) -> None:
+    redis: aioredis.Redis, prefix: str
+) -> None:
     """Regression (fixed in a9d0792): reconcile.lua trimmed 'gone' by wall time outside apply, so
     rebuild_state brought forgotten names back."""
     keys, clock = Keys(prefix), FakeClock()
@@ -1099,7 +1270,9 @@ async def test_gone_names_are_forgotten_the_same_way_live_and_replayed(
     assert await dump_decision_keys(redis, keys, POOL) == live
 
 
-async def test_reverted_checkout_keeps_ready_plus_pending_within_size(redis: aioredis.Redis, prefix: str) -> None:
+async def test_reverted_checkout_keeps_ready_plus_pending_within_size(
+    redis: aioredis.Redis, prefix: str
+) -> None:
     """Regression (fixed in a9d0792): a reverted checkout came back to ready after its replacement
     was requested, so ready + pending exceeded the size."""
     keys = Keys(prefix)

@@ -103,8 +103,15 @@ def test_every_event_round_trips(tag: str, data: st.DataObject) -> None:
     raw = encode(event)
     assert msgspec.json.decode(raw)["type"] == tag
     assert decode_body(tag, SCHEMA_VERSION, raw) == event
-    fields = {b"type": tag.encode(), b"v": str(SCHEMA_VERSION).encode(), b"id": b"e-1", b"at": b"5",
-              b"vm": b"", b"actor": b"t", b"data": raw}
+    fields = {
+        b"type": tag.encode(),
+        b"v": str(SCHEMA_VERSION).encode(),
+        b"id": b"e-1",
+        b"at": b"5",
+        b"vm": b"",
+        b"actor": b"t",
+        b"data": raw,
+    }
     assert decode_entry("p", b"1-0", fields).event == event
 
 
@@ -165,14 +172,28 @@ def test_old_body_without_upcaster_decodes_as_is(upcasters: dict[tuple[str, int]
 def test_decode_entry_reads_the_whole_envelope() -> None:
     """Exactly the fields ``emit`` in commands/lua/lib.lua writes, as redis-py returns them."""
     fields = {
-        b"type": b"vm.checked-out", b"v": b"1", b"id": b"abc-2", b"at": b"1700000000123",
-        b"vm": b"brave-otter", b"actor": b"api:alice", b"corr": b"req-7", b"cause": b"abc-1",
+        b"type": b"vm.checked-out",
+        b"v": b"1",
+        b"id": b"abc-2",
+        b"at": b"1700000000123",
+        b"vm": b"brave-otter",
+        b"actor": b"api:alice",
+        b"corr": b"req-7",
+        b"cause": b"abc-1",
         b"data": b'{"type":"vm.checked-out","lifetime":2,"token_user":"alice"}',
     }
     assert decode_entry("debian-12", b"1700000000123-0", fields) == Recorded(
-        stream="debian-12", position="1700000000123-0", event_id="abc-2", type="vm.checked-out",
-        at=1700000000123, vm="brave-otter", actor="api:alice", correlation_id="req-7",
-        causation_id="abc-1", version=1, event=events.VmCheckedOut(lifetime=2, token_user="alice"),
+        stream="debian-12",
+        position="1700000000123-0",
+        event_id="abc-2",
+        type="vm.checked-out",
+        at=1700000000123,
+        vm="brave-otter",
+        actor="api:alice",
+        correlation_id="req-7",
+        causation_id="abc-1",
+        version=1,
+        event=events.VmCheckedOut(lifetime=2, token_user="alice"),
     )
 
 
@@ -180,13 +201,25 @@ def test_decode_entry_defaults_missing_optional_fields(upcasters: dict[tuple[str
     fields = {b"type": b"pool.reset", b"at": b"7", b"data": b'{"type":"pool.reset"}'}
     r = decode_entry("p", "3-1", fields)
     assert (r.position, r.version, r.vm, r.actor, r.correlation_id, r.causation_id, r.event_id) == (
-        "3-1", 1, "", "", "", "", "")
+        "3-1",
+        1,
+        "",
+        "",
+        "",
+        "",
+        "",
+    )
     assert r.event == events.PoolReset()
 
 
 def test_decode_entry_upcasts_by_the_envelope_version(upcasters: dict[tuple[str, int], Any]) -> None:
     register_upcaster("vm.lifetime-changed", 0, lambda b: {"type": b["type"], "hours": b["h"]})
-    fields = {b"type": b"vm.lifetime-changed", b"v": b"0", b"at": b"1", b"vm": b"x",
-              b"data": b'{"type":"vm.lifetime-changed","h":3}'}
+    fields = {
+        b"type": b"vm.lifetime-changed",
+        b"v": b"0",
+        b"at": b"1",
+        b"vm": b"x",
+        b"data": b'{"type":"vm.lifetime-changed","h":3}',
+    }
     r = decode_entry("p", b"1-0", fields)
     assert (r.version, r.event) == (0, events.VmLifetimeChanged(hours=3))

@@ -27,8 +27,19 @@ CFG = ev.PoolConfigured(size=5, template="tpl", clone_limit=3, ready_ttl=30, tim
 def rec(event: Event, vm: str = VM, at: int = T0) -> Recorded:
     tag = event.__struct_config__.tag
     assert isinstance(tag, str)
-    return Recorded(stream="p", position=f"{at}-0", event_id=f"e{at}", type=tag, at=at, vm=vm, actor="test",
-                    correlation_id="", causation_id="", version=1, event=event)  # type: ignore[arg-type]
+    return Recorded(
+        stream="p",
+        position=f"{at}-0",
+        event_id=f"e{at}",
+        type=tag,
+        at=at,
+        vm=vm,
+        actor="test",
+        correlation_id="",
+        causation_id="",
+        version=1,
+        event=event,
+    )  # type: ignore[arg-type]
 
 
 _REQUESTED: list[Event] = [ev.VmCloneRequested(template="tpl")]
@@ -38,7 +49,12 @@ PATHS: dict[str, list[Event]] = {
     "cloning": _REQUESTED,
     "booting": [*_REQUESTED, ev.VmCloned(seconds=1.5)],
     "ready": [*_REQUESTED, ev.VmCloned(seconds=1.5), ev.VmReady(boot_seconds=3.0)],
-    "running": [*_REQUESTED, ev.VmCloned(seconds=1.5), ev.VmReady(boot_seconds=3.0), ev.VmCheckedOut(lifetime=2)],
+    "running": [
+        *_REQUESTED,
+        ev.VmCloned(seconds=1.5),
+        ev.VmReady(boot_seconds=3.0),
+        ev.VmCheckedOut(lifetime=2),
+    ],
     "completed": _COMPLETED,
     "destroying": [*_COMPLETED, ev.VmDestroyStarted(worker="w")],
     "discovered": [ev.VmDiscovered()],
@@ -153,13 +169,28 @@ def test_pool_events_without_rule_change_nothing() -> None:
 
 def test_configured_writes_settings_as_redis_stores_them() -> None:
     state = fold([rec(CFG, vm="")])
-    assert state.cfg == {"size": "5", "template": "tpl", "clone_limit": "3", "ready_ttl": "30",
-                         "timeout": "10", "clone_target": "", "yaml": ev.encode(CFG).decode()}
-    changed = ev.PoolConfigured(size=0, template="t2", clone_limit=1, ready_ttl=0, timeout=2,
-                                clone_target="c1", source="api")
+    assert state.cfg == {
+        "size": "5",
+        "template": "tpl",
+        "clone_limit": "3",
+        "ready_ttl": "30",
+        "timeout": "10",
+        "clone_target": "",
+        "yaml": ev.encode(CFG).decode(),
+    }
+    changed = ev.PoolConfigured(
+        size=0, template="t2", clone_limit=1, ready_ttl=0, timeout=2, clone_target="c1", source="api"
+    )
     after = evolve(state, rec(changed, vm=""))
-    assert after.cfg == {"size": "0", "template": "t2", "clone_limit": "1", "ready_ttl": "0",
-                         "timeout": "2", "clone_target": "c1", "yaml": ev.encode(CFG).decode()}
+    assert after.cfg == {
+        "size": "0",
+        "template": "t2",
+        "clone_limit": "1",
+        "ready_ttl": "0",
+        "timeout": "2",
+        "clone_target": "c1",
+        "yaml": ev.encode(CFG).decode(),
+    }
     assert state.cfg["size"] == "5"  # the input is untouched
 
 
@@ -179,8 +210,10 @@ def test_boot_deadline_is_disarmed_on_ready_and_ttl_armed() -> None:
     assert ready.due == {f"ttl:{VM}": T0 + 9000 + 30 * MIN}
 
 
-@pytest.mark.parametrize("event", [ev.VmCloneFailed(error="x"), ev.VmExpired(reason="boot_timeout"),
-                                   ev.VmDiscarded(reason="drained")])
+@pytest.mark.parametrize(
+    "event",
+    [ev.VmCloneFailed(error="x"), ev.VmExpired(reason="boot_timeout"), ev.VmDiscarded(reason="drained")],
+)
 def test_boot_deadline_is_disarmed_when_a_pending_vm_is_retired(event: Event) -> None:
     state = evolve(reach("cloning"), rec(event, at=T0 + 9000))
     assert state.state[VM] == "completed"
@@ -196,8 +229,14 @@ def test_zero_settings_arm_nothing() -> None:
 def test_deadline_uses_the_settings_at_entry() -> None:
     state = reach("ready")
     armed = dict(state.due)
-    later = evolve(state, rec(ev.PoolConfigured(size=5, template="tpl", clone_limit=3, ready_ttl=1, timeout=1),
-                              vm="", at=T0 + 99_000))
+    later = evolve(
+        state,
+        rec(
+            ev.PoolConfigured(size=5, template="tpl", clone_limit=3, ready_ttl=1, timeout=1),
+            vm="",
+            at=T0 + 99_000,
+        ),
+    )
     assert later.due == armed
 
 
@@ -258,7 +297,9 @@ def test_destroy_failure_arms_a_retry_from_now_with_the_next_attempt() -> None:
     assert state.due == {f"retry:{VM}": T0 + 50_000 + 20_000}
     assert state.carry == {f"retry:{VM}": 3}
     assert fire(state, T0 + 69_999) == []
-    assert fire(state, T0 + 70_000) == [(VM, "vm.destroy-requested", b'{"type":"vm.destroy-requested","attempt":3}')]
+    assert fire(state, T0 + 70_000) == [
+        (VM, "vm.destroy-requested", b'{"type":"vm.destroy-requested","attempt":3}')
+    ]
 
 
 def test_first_destroy_failure_retries_as_attempt_two() -> None:
@@ -314,8 +355,10 @@ def test_gone_names_are_forgotten_by_event_time() -> None:
         records += [rec(ev.VmDiscovered(), vm=vm, at=at), rec(ev.VmVanished(), vm=vm, at=at)]
     state = fold(records)
     assert state.gone == {"old": T0, "edge": T0 + 1000}
-    later = evolve(evolve(state, rec(ev.VmDiscovered(), vm="new", at=T0 + 1000 + GONE_KEPT_MS)),
-                   rec(ev.VmVanished(), vm="new", at=T0 + 1000 + GONE_KEPT_MS))
+    later = evolve(
+        evolve(state, rec(ev.VmDiscovered(), vm="new", at=T0 + 1000 + GONE_KEPT_MS)),
+        rec(ev.VmVanished(), vm="new", at=T0 + 1000 + GONE_KEPT_MS),
+    )
     assert later.gone == {"edge": T0 + 1000, "new": T0 + 1000 + GONE_KEPT_MS}
     assert evolve(state, rec(ev.VmDiscovered(), vm="x", at=T0 + 5 * GONE_KEPT_MS)).gone == state.gone
 
@@ -340,8 +383,11 @@ def test_fire_orders_by_due_time_then_member_and_respects_the_limit() -> None:
     state = fold(records)
     now = T0 + 10 * MIN
     expired = b'{"type":"vm.expired","reason":"boot_timeout"}'
-    assert fire(state, now) == [("c", "vm.expired", expired), ("a", "vm.expired", expired),
-                                ("b", "vm.expired", expired)]
+    assert fire(state, now) == [
+        ("c", "vm.expired", expired),
+        ("a", "vm.expired", expired),
+        ("b", "vm.expired", expired),
+    ]
     assert fire(state, now, limit=2) == [("c", "vm.expired", expired), ("a", "vm.expired", expired)]
     assert fire(state, now - 1) == [("c", "vm.expired", expired)]
 
@@ -349,7 +395,7 @@ def test_fire_orders_by_due_time_then_member_and_respects_the_limit() -> None:
 @pytest.mark.parametrize("start", ["cloning", "booting", "ready", "running"])
 def test_every_deadline_fires_its_event_from_its_states(start: str) -> None:
     state = reach(start)
-    (member, at), = state.due.items()
+    ((member, at),) = state.due.items()
     kind = member.partition(":")[0]
     (d,) = [d for d in DEADLINES if d.kind == kind]
     assert start in d.states
@@ -416,8 +462,12 @@ def test_open_slice_counts_clones_to_start_and_refuses_a_second_open() -> None:
 
 
 def test_clone_for_a_slice_is_tracked_and_delivery_is_counted() -> None:
-    state = od_pool((OD_CLONE, "a"), (ev.VmCloned(seconds=1.0), "a"), (ev.VmReady(boot_seconds=1.0), "a"),
-                    (ev.VmCheckedOut(lifetime=4, request_id="r1", requested_as="alias"), "a"))
+    state = od_pool(
+        (OD_CLONE, "a"),
+        (ev.VmCloned(seconds=1.0), "a"),
+        (ev.VmReady(boot_seconds=1.0), "a"),
+        (ev.VmCheckedOut(lifetime=4, request_id="r1", requested_as="alias"), "a"),
+    )
     assert state.od == {"a": SLICE}
     assert (state.odn[f"w:{SLICE}"], state.odn[f"d:{SLICE}"]) == ("1", "1")
     assert state.due["life:a"] == T0 + 4000 + 4 * HOUR  # the request's lifetime, from delivery
@@ -427,8 +477,13 @@ def test_clone_for_a_slice_is_tracked_and_delivery_is_counted() -> None:
 def test_lost_clone_is_retried_then_the_slice_fails() -> None:
     once = od_pool((OD_CLONE, "a"), (ev.VmCloneFailed(error="busy"), "a"))
     assert (once.odn[f"w:{SLICE}"], once.odn[f"r:{SLICE}"]) == ("2", "1")
-    twice = od_pool((OD_CLONE, "a"), (ev.VmCloneFailed(error="busy"), "a"), (OD_CLONE, "b"),
-                    (ev.VmCloned(seconds=1.0), "b"), (ev.VmExpired(reason="boot_timeout"), "b"))
+    twice = od_pool(
+        (OD_CLONE, "a"),
+        (ev.VmCloneFailed(error="busy"), "a"),
+        (OD_CLONE, "b"),
+        (ev.VmCloned(seconds=1.0), "b"),
+        (ev.VmExpired(reason="boot_timeout"), "b"),
+    )
     assert twice.odn[f"f:{SLICE}"] == "Max retry attempts exceeded"
     assert twice.odn[f"w:{SLICE}"] == "0"
 
@@ -440,8 +495,11 @@ def test_permanent_failure_fails_the_slice_at_once() -> None:
 
 
 def test_closing_forgets_slices_and_losses_after_it_are_not_retried() -> None:
-    state = od_pool((OD_CLONE, "a"), (ev.PoolOndemandClosed(request_id="r1", reason="cancelled"), ""),
-                    (ev.VmDiscarded(reason="on-demand request cancelled"), "a"))
+    state = od_pool(
+        (OD_CLONE, "a"),
+        (ev.PoolOndemandClosed(request_id="r1", reason="cancelled"), ""),
+        (ev.VmDiscarded(reason="on-demand request cancelled"), "a"),
+    )
     assert (state.odq, state.odm, state.odn) == ({}, {}, {})
     assert state.od == {"a": SLICE}  # until the VM is gone
     gone = fold([rec(ev.VmDestroyed(), vm="a", at=T0 + 9000)], state)
@@ -462,11 +520,21 @@ def test_request_status_transitions_and_deadlines() -> None:
     assert evolve_requests(state, rec(accepted, vm="", at=T0 + 1)) is state  # duplicate id
     done = fold_requests([rec(ev.OndemandFulfilled(request_id="r1"), vm="", at=T0 + 2)], state)
     assert (done.status["r1"], done.due) == ("fulfilled", {})
-    assert evolve_requests(done, rec(ev.OndemandFailed(request_id="r1", reason="ttl"), vm="", at=T0 + 3)) is done
+    assert (
+        evolve_requests(done, rec(ev.OndemandFailed(request_id="r1", reason="ttl"), vm="", at=T0 + 3)) is done
+    )
     wrong = rec(ev.OndemandReleased(request_id="r1", status="failed"), vm="", at=T0 + 3)
     assert evolve_requests(done, wrong) is done
-    released = fold_requests([rec(ev.OndemandReleased(request_id="r1", status="fulfilled"), vm="", at=T0 + 3)], done)
+    released = fold_requests(
+        [rec(ev.OndemandReleased(request_id="r1", status="fulfilled"), vm="", at=T0 + 3)], done
+    )
     assert released.work == {}
     cancelled = fold_requests([rec(ev.OndemandCancelled(request_id="r1"), vm="", at=T0 + 4)], released)
-    assert (cancelled.status["r1"], cancelled.work) == ("cancelled", {"r1": T0 + 4})  # work again: destroy VMs
-    assert evolve_requests(RequestsState(), rec(ev.OndemandCancelled(request_id="x"), vm="", at=T0)) == RequestsState()
+    assert (cancelled.status["r1"], cancelled.work) == (
+        "cancelled",
+        {"r1": T0 + 4},
+    )  # work again: destroy VMs
+    assert (
+        evolve_requests(RequestsState(), rec(ev.OndemandCancelled(request_id="x"), vm="", at=T0))
+        == RequestsState()
+    )
