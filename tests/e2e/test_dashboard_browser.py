@@ -80,6 +80,15 @@ def test_dashboard_is_live_in_a_browser(base: str) -> None:
             page.screenshot(path=str(shot), full_page=True)
             print(f"\nscreenshot: {shot} (checkout shown after {elapsed * 1000:.0f} ms)")
             assert shot.stat().st_size > 10_000
+
+            # the feed's link opens the VM's whole history, oldest first
+            page.click(f'#feed a[href="/dashboard/vm/{vm}"]')
+            page.wait_for_selector("#vm[open] #vm-events tr", timeout=5_000)
+            kinds = page.locator("#vm-events tr td:nth-child(2)").all_inner_texts()
+            assert kinds[0] == "vm.clone-requested"
+            assert "vm.checked-out" in kinds
+            assert vm in page.locator("#vm-name").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "dashboard-vm.png"))
         finally:
             browser.close()
     assert not problems, problems

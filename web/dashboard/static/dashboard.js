@@ -150,6 +150,21 @@ function renderFeed() {
   }).join("");
 }
 
+// A VM's whole history in a dialog (the link itself serves the JSON, for scripts and new tabs).
+$("feed").addEventListener("click", async (ev) => {
+  const a = ev.target.closest("a");
+  if (!a || ev.button !== 0 || ev.ctrlKey || ev.metaKey || ev.shiftKey) return;
+  ev.preventDefault();
+  const d = await (await fetch(a.href)).json();
+  $("vm-name").textContent = d.ok ? `${d.vm} (${d.pool})` : `${a.textContent}: no history`;
+  $("vm-events").innerHTML = (d.events || []).map((e) => {
+    const { type, ...rest } = e.event;
+    const details = Object.entries(rest).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
+    return `<tr><td>${new Date(e.at).toISOString().replace("T", " ").slice(0, 23)}</td><td>${esc(e.type)}</td><td>${esc(e.actor)}</td><td>${esc(details)}</td></tr>`;
+  }).join("");
+  $("vm").showModal();
+});
+
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 const PALETTE = ["#3767c2", "#d33c2f", "#2e9d55", "#e07b00", "#8a4fbf", "#1b9aaa", "#c2407f", "#7a8b2b",
   "#5b4636", "#e6b400", "#4f6d7a", "#ff7f6e"];
