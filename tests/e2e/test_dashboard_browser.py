@@ -55,6 +55,7 @@ def test_dashboard_is_live_in_a_browser(base: str) -> None:
             assert page.locator(".pool").evaluate_all("els => els.map(e => e.dataset.pool)") == list(POOLS)
             page.wait_for_function("window.dashboard.mode === 'on'", timeout=10_000)
             page.wait_for_function("document.querySelector('#c-running').width > 0", timeout=10_000)
+            page.wait_for_function("window.dashboard.week > 0", timeout=10_000)  # the week row is drawn
 
             before = running_in(page, "debian-12")
             started = time.monotonic()

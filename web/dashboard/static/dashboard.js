@@ -3,8 +3,8 @@
 // only the pool cells whose numbers changed are touched.
 const $ = (id) => document.getElementById(id);
 const S = { pools: [], index: new Map(), rows: [], today: null, feed: [], seen: new Set(),
-  dirty: new Set(), all: true, hist: null, window: "hour", selected: null, cells: [] };
-const stats = (window.dashboard = { firstPaint: 0, updates: 0, lastMessage: 0, lastCheckout: 0, lastUpdate: 0, charts: 0, mode: "" });
+  dirty: new Set(), all: true, hist: null, window: "hour", selected: null, cells: [], week: null };
+const stats = (window.dashboard = { firstPaint: 0, updates: 0, lastMessage: 0, lastCheckout: 0, lastUpdate: 0, charts: 0, week: 0, mode: "" });
 const ROW = { size: 0, ready: 1, cloning: 2, booting: 3, running: 4, completed: 5 };
 const major = (p) => p.split("-")[0];
 
@@ -290,14 +290,58 @@ $("filter").addEventListener("input", (ev) => {
   S.cells.forEach((el, i) => { el.hidden = q !== "" && !S.pools[i].toLowerCase().includes(q); });
 });
 $("window").addEventListener("change", (ev) => { S.window = ev.target.value; loadHistory(false).catch(() => {}); });
-window.addEventListener("resize", () => drawCharts());
+window.addEventListener("resize", () => { drawCharts(); drawWeek(); });
+
+// The week, as vmpooler's dashboard shows it: from /api/v3/summary (the daily statistics projection).
+async function loadWeek() {
+  const from = new Date(Date.now() - 6 * 86400000).toISOString().slice(0, 10);
+  S.week = await json(`/api/v3/summary?from=${from}`);
+  drawWeek();
+}
+
+function drawWeek() {
+  const d = S.week;
+  if (!d) return;
+  const days = d.daily.map((x) => x.date.slice(5));
+  bars($("w-clones"), days, [{ values: d.daily.map((x) => x.clone.count.total), color: "#3767c2" }]);
+  bars($("w-times"), days, [
+    { values: d.daily.map((x) => x.clone.duration.average), color: "#8a4fbf" },
+    { values: d.daily.map((x) => x.boot.duration.average), color: "#e07b00" },
+  ]);
+  const fam = new Map();
+  for (const [pool, c] of Object.entries(d.clone.count.pool || {})) fam.set(major(pool), (fam.get(major(pool)) || 0) + c.total);
+  const names = [...fam.keys()].sort();
+  bars($("w-families"), names, [{ values: names.map((m) => fam.get(m)), colors: names.map(color) }]);
+  stats.week++;
+}
+
+function bars(canvas, labels, series) {
+  const dpr = window.devicePixelRatio || 1, w = canvas.clientWidth, ht = canvas.clientHeight;
+  canvas.width = w * dpr; canvas.height = ht * dpr;
+  const g = canvas.getContext("2d");
+  g.scale(dpr, dpr); g.clearRect(0, 0, w, ht);
+  const max = Math.max(1, ...series.flatMap((s) => s.values));
+  const slot = (w - 30) / Math.max(1, labels.length), bw = Math.max(2, (slot * 0.8) / series.length);
+  g.font = "10px sans-serif"; g.fillStyle = "#777";
+  g.fillText(String(Math.round(max * 10) / 10), 2, 10); g.fillText("0", 2, ht - 14);
+  labels.forEach((label, i) => {
+    g.fillStyle = "#777"; g.fillText(label, 30 + slot * i, ht - 2, slot);
+    series.forEach((s, k) => {
+      const v = s.values[i] || 0, bh = ((ht - 24) * v) / max;
+      g.fillStyle = s.colors ? s.colors[i] : s.color;
+      g.fillRect(30 + slot * i + bw * k, ht - 14 - bh, bw - 1, bh);
+    });
+  });
+}
 
 async function start() {
   const d = await json("/dashboard/data");
   applySnapshot(d);
   connect(d.cursor);
   loadHistory(false).catch(() => {});
+  loadWeek().catch(() => {});
   setInterval(() => loadHistory(true).catch(() => {}), 60000);
+  setInterval(() => loadWeek().catch(() => {}), 600000);
   setInterval(() => { if (es) refresh().catch(() => {}); }, 60000);
 }
 start().catch((e) => { setMode("off", "offline"); console.warn(e); poll(); });
