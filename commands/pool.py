@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 
 from events import CONTROL, Event, Keys, PoolConfigured, PoolOndemandRequested, VmCheckedOut, VmReady, encode
+from events.archive import log_batches
 from events.lifecycle import STATES
-from events.streams import xrange
 
 from ._scripts import Scripts
 from .errors import Refused
@@ -227,25 +228,27 @@ class PoolCommands:
         )
         return [f.decode() for f in failed]
 
-    async def rebuild_state(self, pool: str, batch: int = 500) -> int:
+    async def rebuild_state(self, pool: str, batch: int = 500, archive: Path | None = None) -> int:
         """Rebuild the pool's decision state by replaying its log, beside live decisions (``pool`` may
         be ``events.CONTROL``: the on-demand request state is rebuilt from the control stream).
 
         The replay writes into scratch keys in the pool's slot; a last atomic step folds in what
         was appended meanwhile and moves the scratch keys over the live ones, so decisions never
         see half-rebuilt state. Returns how many entries the state machine refused (0 when the log
-        is consistent).
+        is consistent). The archived part of the log, if any, is read from ``archive``.
+
+        Raises:
+            ArchiveError: part of the log was archived and ``archive`` does not have it.
         """
         scratch = f"{self.keys.base(pool)}:rebuild"
         await self._drop(scratch)
-        refused, start, last = 0, "-", "0-0"
-        while entries := await xrange(self.redis, self.keys.stream(pool), min=start, count=batch):
+        refused, last = 0, "0-0"
+        async for entries in log_batches(self.redis, self.keys, pool, batch=batch, archive=archive):
             args: list[Any] = [len(entries)]
             for _, f in entries:
                 args += [f[b"vm"], f[b"type"], f[b"at"], f[b"data"]]
             refused += int(await self._scripts["replay"](keys=[scratch], args=args))
             last = entries[-1][0].decode()
-            start = "(" + last
         await self._scripts["swap"](keys=[scratch], args=[self.keys.base(pool), last])
         return refused
 

@@ -68,6 +68,10 @@ class Keys:
         """Sorted set of live processes of a role (name → last heartbeat ms), to share pools fairly."""
         return f"{self.prefix}:{{{CONTROL}}}:members:{role}"
 
+    def archived(self, pool: str) -> str:
+        """The last position of the pool's log moved to an archive and trimmed (absent: none)."""
+        return f"{self.prefix}:{{{pool}}}:archived"
+
     def read_model(self, pool: str, name: str) -> str:
         """Root of a projection's keys for ``pool`` (every key of the projection starts with it)."""
         return f"{self.prefix}:{{{pool}}}:rm:{name}"

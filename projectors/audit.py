@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 from redis.asyncio import Redis
 
 from events import Keys, Recorded, decode_entry
-from events.streams import pool_of_stream, text, xrange, xread, xrevrange
+from events.archive import check_whole, read_segments
+from events.streams import pool_of_stream, position, text, xrange, xread, xrevrange
 
 from .read import ReadModels
 from .vm_detail import VmDetail
@@ -23,6 +25,10 @@ def _max_id(until_ms: int | None) -> str:
     return "+" if until_ms is None else f"{until_ms}-18446744073709551615"
 
 
+def _within(ms: int, since_ms: int | None, until_ms: int | None) -> bool:
+    return (since_ms is None or ms >= since_ms) and (until_ms is None or ms <= until_ms)
+
+
 class AuditLog:
     """Reads events from the pool streams. Time bounds are the streams' entry times (Redis's clock).
 
@@ -31,10 +37,19 @@ class AuditLog:
         keys: key names.
     """
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, archive: Path | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.reads = ReadModels(redis, keys)
+        self.archive = archive
+        """Where ``vmpooler archive`` put the archived part of the logs (``None``: audit what is in
+        Redis only)."""
+
+    async def _archived(self, pool: str) -> str:
+        """How far ``pool``'s log is archived, if it is and the archive is given (else ``""``)."""
+        if self.archive is None:
+            return ""
+        return await check_whole(self.redis, self.keys, pool, self.archive)
 
     async def pools(self) -> list[str]:
         """Every pool that has a stream, sorted."""
@@ -43,11 +58,25 @@ class AuditLog:
     async def for_pool(
         self, pool: str, since_ms: int | None = None, until_ms: int | None = None, batch: int = 1000
     ) -> AsyncIterator[Recorded]:
-        """Events of one pool in log order, optionally within [since, until]."""
+        """Events of one pool in log order, optionally within [since, until] (the archived ones
+        first, when the archive is given).
+
+        Raises:
+            ArchiveError: the archive given does not reach as far as the stream was trimmed.
+        """
         start, stop = _min_id(since_ms), _max_id(until_ms)
+        through = await self._archived(pool)
+        if through and self.archive is not None:
+            for entries in read_segments(self.archive, pool):
+                for pos, fields in entries:
+                    at = position(pos.decode())
+                    if at <= position(through) and _within(at[0], since_ms, until_ms):
+                        yield decode_entry(pool, pos, fields)
+            if since_ms is None or position(start) <= position(through):
+                start = f"({through}"
         while entries := await xrange(self.redis, self.keys.stream(pool), min=start, max=stop, count=batch):
-            for position, fields in entries:
-                yield decode_entry(pool, position, fields)
+            for pos, fields in entries:
+                yield decode_entry(pool, pos, fields)
             start = "(" + entries[-1][0].decode()
 
     async def for_vm(self, vm: str) -> list[Recorded]:
@@ -58,8 +87,14 @@ class AuditLog:
             return []
         stream = self.keys.stream(pool)
         out = []
-        for position in await self.reads.vm_positions(pool, vm):
-            for pos, fields in await xrange(self.redis, stream, min=position, max=position):
+        wanted = await self.reads.vm_positions(pool, vm)
+        through = await self._archived(pool)
+        if through and self.archive is not None and wanted and position(wanted[0]) <= position(through):
+            archived = set(wanted)
+            for entries in read_segments(self.archive, pool):
+                out += [decode_entry(pool, pos, f) for pos, f in entries if pos.decode() in archived]
+        for at in wanted:
+            for pos, fields in await xrange(self.redis, stream, min=at, max=at):
                 out.append(decode_entry(pool, pos, fields))
         checkpoint = text(await self.redis.get(f"{self.keys.read_model(pool, VmDetail.name)}:checkpoint"))
         start = "(" + checkpoint if checkpoint else "-"
@@ -84,7 +119,7 @@ class AuditLog:
         while True:
             for stream, entries in await xread(self.redis, cursor, count=1000, block=block_ms):
                 pool = pool_of_stream(stream)
-                for position, fields in entries:
-                    r = decode_entry(pool, position, fields)
+                for pos, fields in entries:
+                    r = decode_entry(pool, pos, fields)
                     cursor[stream] = r.position
                     yield r

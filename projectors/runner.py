@@ -8,13 +8,15 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from importlib import resources
+from pathlib import Path
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from events import Keys, Recorded, decode_entry
+from events.archive import check_whole, log_batches
 from events.lease import Lease
-from events.streams import Entry, pool_of_stream, position, text, xrange, xreadgroup
+from events.streams import Entry, pool_of_stream, position, text, xreadgroup
 
 from ._base import Projection
 from ._tx import Tx
@@ -210,12 +212,19 @@ class ProjectionRunner:
         await self.renew()
         await asyncio.gather(renewer(), *(reader(p) for p in self.projections))
 
-    async def rebuild(self) -> int:
-        """Drop every read model of these projections and fold the whole log again.
+    async def rebuild(self, archive: Path | None = None) -> int:
+        """Drop every read model of these projections and fold the whole log again (its archived
+        part from ``archive``, see :func:`events.archive.log_batches`).
 
         Takes each (projection, stream) lease for the duration, so live runners pause on it, and
         releases it after; they then resume from the rebuilt checkpoint. Returns entries applied.
+
+        Raises:
+            ArchiveError: a log was partly archived and ``archive`` does not have that part; checked
+                for every stream before anything is dropped.
         """
+        for pool in self.pools:
+            await check_whole(self.redis, self.keys, pool, archive)
         total = 0
         for projection in self.projections:
             for pool in self.pools:
@@ -224,20 +233,19 @@ class ProjectionRunner:
                 await self.redis.set(lease, holder, px=600_000)  # from now on only we may write
                 self._held[projection.name].discard(pool)
                 try:
-                    total += await self._refold(projection, pool, holder)
+                    total += await self._refold(projection, pool, holder, archive)
                 finally:
                     await Lease(self.redis, holder, 0).release(lease)
         return total
 
-    async def _refold(self, projection: Projection, pool: str, holder: str) -> int:
+    async def _refold(self, projection: Projection, pool: str, holder: str, archive: Path | None) -> int:
         await self.drop(projection, pool)
-        total, start = 0, "-"
-        while entries := await xrange(self.redis, self.keys.stream(pool), min=start, count=self.batch):
+        total = 0
+        async for entries in log_batches(self.redis, self.keys, pool, batch=self.batch, archive=archive):
             records = [decode_entry(pool, pos, f) for pos, f in entries]
             if not await self.apply(projection, pool, records, holder=holder):
                 raise RuntimeError(f"lost the lease of {projection.name} on {pool} during the rebuild")
             total += len(records)
-            start = "(" + records[-1].position
         return total
 
     async def drop(self, projection: Projection, pool: str) -> None:

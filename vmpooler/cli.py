@@ -5,23 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import gc
 import logging
-import re
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any
 
-import msgspec
 import uvicorn
 
 from commands.settings import ConfigError, Settings
-from events import CONTROL, Recorded
 
+from . import maintenance
 from .config import load_settings
 from .redis_client import open_redis
 from .wiring import Service, build_app
@@ -58,81 +54,30 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--until", help="end time, same forms as --since")
     events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
-    proj = sub.add_parser("projections", parents=[common], help="manage read models")
+    from_archive = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    from_archive.add_argument(
+        "--archive", metavar="DIR", help="where `vmpooler archive` put the archived part of the log"
+    )
+    events.add_argument("--archive", metavar="DIR", help="also read the archived part of the log from DIR")
+    proj = sub.add_parser("projections", parents=[common, from_archive], help="manage read models")
     proj.add_argument(
         "action", choices=["rebuild"], help="rebuild: drop every read model and fold the log again"
     )
-    state = sub.add_parser("state", parents=[common], help="manage decision state")
+    state = sub.add_parser("state", parents=[common, from_archive], help="manage decision state")
     state.add_argument(
         "action", choices=["rebuild"], help="rebuild: drop the pools' decision state and replay the log"
     )
+    archive = sub.add_parser(
+        "archive", parents=[common], help="move old events out of Redis into an archive (retention)"
+    )
+    archive.add_argument(
+        "--before", required=True, help="archive events older than this (e.g. 90d, ISO 8601)"
+    )
+    archive.add_argument("--to", required=True, metavar="DIR", help="the archive directory (keep it)")
     return parser
 
 
 _DEFAULTS = {"config": None, "log_level": "INFO", "host": "127.0.0.1", "port": 4567}
-_AGE = re.compile(r"^(\d+)([smhd])$")
-
-
-def parse_time(text: str, now: float | None = None) -> int:
-    """Milliseconds since the epoch for an ISO 8601 time, epoch ms, or an age (``30m``, ``2h``, ``7d``)."""
-    now = time.time() if now is None else now
-    if m := _AGE.match(text):
-        seconds = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-        return int((now - seconds) * 1000)
-    if text.isdigit():
-        return int(text)
-    try:
-        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"not a time: {text!r} (use ISO 8601, epoch ms, or an age like 30m, 2h, 7d)"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return int(parsed.timestamp() * 1000)
-
-
-def format_event(r: Recorded, as_json: bool) -> str:
-    body = msgspec.json.encode(r.event).decode()
-    if as_json:
-        envelope = msgspec.structs.asdict(r)
-        envelope["event"] = msgspec.json.decode(body)
-        return msgspec.json.encode(envelope).decode()
-    when = (
-        dt.datetime.fromtimestamp(r.at / 1000, dt.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
-    return f"{when}  {r.stream:<16} {r.vm or '-':<22} {r.type:<22} {r.actor:<24} {body}"
-
-
-async def _events(service: Service, args: argparse.Namespace) -> int:
-    from projectors.audit import AuditLog
-
-    audit = AuditLog(service.redis.client, service.keys)
-    since = parse_time(args.since) if args.since else None
-    until = parse_time(args.until) if args.until else None
-    if args.vm:
-        history = await audit.for_vm(args.vm)
-        if not history:
-            print(f"vmpooler: no events for VM {args.vm!r}", file=sys.stderr)
-            return 1
-        for r in history:
-            if (since is None or r.at >= since) and (until is None or r.at <= until):
-                print(format_event(r, args.json), flush=True)
-        return 0
-    pools = [args.pool] if args.pool else sorted({*await audit.pools(), *service.pools})
-    if args.pool and args.pool not in await audit.pools():
-        print(f"vmpooler: no events for pool {args.pool!r}", file=sys.stderr)
-        return 1
-    if args.follow:
-        async for r in audit.follow(pools, since):
-            print(format_event(r, args.json), flush=True)
-        return 0
-    for pool in pools:
-        async for r in audit.for_pool(pool, since, until):
-            print(format_event(r, args.json), flush=True)
-    return 0
 
 
 class _Server(uvicorn.Server):
@@ -227,19 +172,13 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
             roles = {"api", "manager"} if command is None else {command}
             return await _serve(service, args, roles, listener)
         if command == "events":
-            return await _events(service, args)
+            return await maintenance.audit(service, args)
         if command == "projections":
-            n = await service.projections().rebuild()
-            n += await service.ondemand_projections().rebuild()
-            print(f"rebuilt {len(service.pools)} pools' read models from {n} events")
-            return 0
+            return await maintenance.rebuild_projections(service, args)
         if command == "state":
-            refused = 0
-            for pool in service.pools:
-                refused += await service.commands.rebuild_state(pool)
-            refused += await service.commands.rebuild_state(CONTROL)  # on-demand requests
-            print(f"rebuilt decision state of {len(service.pools)} pools ({refused} entries refused)")
-            return 1 if refused else 0
+            return await maintenance.rebuild_state(service, args)
+        if command == "archive":
+            return await maintenance.archive(service, args)
         raise AssertionError(command)
     finally:
         await service.close()
@@ -263,9 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(args.config)
-        for attr in ("since", "until"):
+        for attr in ("since", "until", "before"):
             if getattr(args, attr, None):
-                parse_time(getattr(args, attr))
+                maintenance.parse_time(getattr(args, attr))
     except (ConfigError, ValueError) as exc:
         print(f"vmpooler: {exc}", file=sys.stderr)
         return 2

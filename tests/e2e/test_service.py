@@ -108,6 +108,35 @@ def test_bad_input_is_refused_cleanly(service: tuple[str, Path, subprocess.Popen
     assert http("GET", f"{base}/api/v3/vm/not..a..host")[0] == 400
 
 
+def test_archive_then_audit_and_rebuild_from_it(service: tuple[str, Path, subprocess.Popen[bytes]]) -> None:
+    base, workdir, _ = service
+    status, body = http("POST", f"{base}/api/v3/vm/debian-12")
+    assert status == 200, body
+    vm = body["debian-12"]["hostname"].split(".")[0]
+    history = until(lambda: (h := cli(workdir, "events", "--vm", vm)).returncode == 0 and h.stdout)
+    archive = workdir / "archive"
+
+    done = cli(workdir, "archive", "--before", "0s", "--to", str(archive))
+    assert done.returncode == 0, done.stderr
+    assert "events archived" in done.stdout
+    assert list((archive / "debian-12").glob("*.jsonl.gz"))
+
+    refused = cli(workdir, "state", "rebuild")
+    assert refused.returncode == 2
+    assert "--archive" in refused.stderr
+    rebuilt = cli(workdir, "state", "rebuild", "--archive", str(archive))
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "(0 entries refused)" in rebuilt.stdout
+    projected = cli(workdir, "projections", "rebuild", "--archive", str(archive))
+    assert projected.returncode == 0, projected.stderr
+
+    audited = cli(workdir, "events", "--vm", vm, "--archive", str(archive))
+    assert audited.returncode == 0, audited.stderr
+    assert audited.stdout.startswith(history.splitlines()[0])  # the VM's first event is still there
+    bad = cli(workdir, "archive", "--before", "yesterday-ish", "--to", str(archive))
+    assert (bad.returncode, bad.stderr.startswith("vmpooler: not a time")) == (2, True)
+
+
 def test_stops_cleanly_and_takes_its_redis_along(service: tuple[str, Path, subprocess.Popen[bytes]]) -> None:
     _, workdir, proc = service
     port = int((workdir / "vmpooler-data" / "redis.port").read_text())
