@@ -12,6 +12,7 @@ from web.dashboard import dashboard_routes
 from web.errors import EXCEPTION_HANDLERS
 from web.prometheus import prometheus_parts
 from web.ratelimit import rate_limiting
+from web.request_log import request_logging
 from web.routes_config import config_routes
 from web.routes_ondemand import ondemand_routes
 from web.routes_status import status_routes
@@ -54,6 +55,7 @@ def create_app(deps: ApiDeps) -> Litestar:
         # Prometheus outermost, so requests refused by the rate limiter are counted too.
         middleware=[
             *prometheus.middleware,
+            *request_logging(deps.settings),
             *rate_limiting(deps.settings, deps.redis, deps.keys.prefix, deps.clock),
         ],
         after_exception=prometheus.after_exception,
