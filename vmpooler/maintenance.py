@@ -149,7 +149,11 @@ async def archive(service: Service, args: argparse.Namespace) -> int:
             if pool in runner.pools
             for p in runner.projections
         ]
-        done = await archive_log(redis, keys, pool, directory, before_ms=before, checkpoints=checkpoints)
+        try:
+            done = await archive_log(redis, keys, pool, directory, before_ms=before, checkpoints=checkpoints)
+        except OSError as exc:  # nothing of this log was trimmed: its segment was not written whole
+            print(f"vmpooler: cannot write the archive in {directory}: {exc}", file=sys.stderr)
+            return 2
         total += done.entries
         held = f" (held back by {done.held_back_by})" if done.held_back_by and done.entries == 0 else ""
         print(f"{pool}: {done.entries} events archived, archive reaches {done.through or 'nothing'}{held}")

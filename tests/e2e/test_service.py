@@ -135,6 +135,17 @@ def test_archive_then_audit_and_rebuild_from_it(service: tuple[str, Path, subpro
     assert audited.stdout.startswith(history.splitlines()[0])  # the VM's first event is still there
     bad = cli(workdir, "archive", "--before", "yesterday-ish", "--to", str(archive))
     assert (bad.returncode, bad.stderr.startswith("vmpooler: not a time")) == (2, True)
+    (workdir / "not-a-dir").write_text("")
+    assert http("POST", f"{base}/api/v3/vm/debian-12")[0] == 200  # new events to archive, once folded
+    unwritable = until(
+        lambda: (
+            (r := cli(workdir, "archive", "--before", "0s", "--to", str(workdir / "not-a-dir"))).returncode
+            and r
+        ),
+        what="an archive run with events to write",
+    )
+    assert unwritable.returncode == 2
+    assert unwritable.stderr.startswith("vmpooler: cannot write the archive"), unwritable.stderr
 
 
 def test_stops_cleanly_and_takes_its_redis_along(service: tuple[str, Path, subprocess.Popen[bytes]]) -> None:
