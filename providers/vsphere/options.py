@@ -129,6 +129,7 @@ class VsphereOptions:
     create_template_delta_disks: bool
     max_tries: int
     retry_factor: float
+    vsphere_timeout: float
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> VsphereOptions:
@@ -164,4 +165,5 @@ class VsphereOptions:
             create_template_delta_disks=_bool(options, "create_template_delta_disks", False),
             max_tries=_int(options, "max_tries", 3, minimum=1),
             retry_factor=_float(options, "retry_factor", 10.0),
+            vsphere_timeout=_float(options, "vsphere_timeout", 0.0),
         )

@@ -37,7 +37,8 @@ class VsphereProvider:
 
     Provider options (vmpooler's ``:providers: :<name>:`` keys): ``server`` (required), ``username``,
     ``password``, ``port`` (443), ``insecure`` (skip TLS verification, default false), ``datacenter``
-    (default: the first one), ``connection_pool_size`` (10), ``connection_pool_timeout`` (60 s). Ours:
+    (default: the first one), ``connection_pool_size`` (10), ``connection_pool_timeout`` (60 s),
+    ``vsphere_timeout`` (seconds a vCenter socket may wait; default ``connection_pool_timeout_max``). Ours:
     ``ready_check_port`` (22; ``vm_ready`` also needs a TCP connect to the guest IP on it, 0 disables),
     ``ready_check_timeout`` (1 s), ``task_timeout`` (900 s: clone, destroy, disk, snapshot, migration),
     ``clone_extra_config`` (mapping of extra ``extraConfig`` keys set on every clone, e.g. vcsim's
@@ -127,7 +128,8 @@ class VsphereProvider:
             creds,
             size=opts.connection_pool_size,
             timeout=opts.connection_pool_timeout,
-            socket_timeout=self.timeout.maximum,
+            # pyvmomi's socket timeout: a stuck vCenter frees the thread (vmpooler's vsphere_timeout)
+            socket_timeout=opts.vsphere_timeout or self.timeout.maximum,
             on_login=self._count_login,
             max_tries=opts.max_tries,
             retry_factor=opts.retry_factor,

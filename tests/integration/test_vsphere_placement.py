@@ -253,6 +253,14 @@ async def test_logins_are_counted(make: Any) -> None:
     assert metrics.counts == {"connect.open": 1, "connect.fail": 1}
 
 
+async def test_vsphere_timeout_bounds_each_vcenter_socket(make: Any) -> None:
+    assert make(vsphere_timeout=7).connections.socket_timeout == 7
+    default = make()
+    assert default.connections.socket_timeout == default.timeout.maximum
+    with pytest.raises(ValueError, match="vsphere_timeout"):
+        make(vsphere_timeout=-1)
+
+
 async def test_a_login_that_may_pass_is_retried_max_tries_times(make: Any) -> None:
     metrics = RecordingMetrics()
     # nothing listens on the port: a reason that may pass, so vmpooler's back-off applies
