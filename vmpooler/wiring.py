@@ -50,11 +50,10 @@ log = logging.getLogger(__name__)
 PROVIDER_CLASSES: dict[str, Callable[[ProviderSettings, aioredis.Redis, str, Service], Provider]] = {
     "dummy": lambda p, redis, prefix, service: DummyProvider(p.name, redis, prefix=prefix, options=p.options),
     "vsphere": lambda p, redis, prefix, service: VsphereProvider(
-        # getattr: Service.metrics is inferred in __post_init__, after this table (mypy has-type)
         p.name,
         p.options,
         global_options=service.settings.config,
-        metrics=getattr(service, "metrics", None),
+        metrics=service.metrics,
         redis=redis,  # migration_limit is counted across processes
         key_prefix=prefix,
     ),
@@ -94,6 +93,8 @@ class Service:
     settings: Settings
     redis: RedisHandle
     name: str = field(default_factory=process_name)
+    metrics: Metrics = field(init=False)
+    """Where this process's metrics go (built before the providers, which count logins and migrations)."""
 
     def __post_init__(self) -> None:
         client, settings = self.redis.client, self.settings
@@ -107,7 +108,7 @@ class Service:
         self.dns = DnsRecords(settings, DNS_CLASSES)
         self.commands = PoolCommands(client, self.keys, names=NameGenerator(settings.config.prefix))
         self.reads = ReadModels(client, self.keys)
-        self.metrics: Metrics = build_metrics(settings)
+        self.metrics = build_metrics(settings)
         self.providers: dict[str, Provider] = {}
         for name, p in settings.providers.items():
             build = PROVIDER_CLASSES.get(p.provider_class)
