@@ -127,7 +127,9 @@ async def _serve(
         assert listener is not None
         tasks.append(asyncio.create_task(server.serve(sockets=[listener])))
         log.info(
-            "API on http://%s:%d/api/v3 (OpenAPI at /schema/openapi.json)",
+            "API on http://%s:%d/api/v3 (OpenAPI at /schema/openapi.json), dashboard at http://%s:%d/dashboard/",
+            args.host,
+            args.port,
             args.host,
             args.port,
         )
