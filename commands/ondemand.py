@@ -177,6 +177,15 @@ class OndemandService:
                 done += await self._advance(rid, text(status), _accepted.decode(body), Meta(actor, rid))
         return done
 
+    def keep_ms(self, status: str) -> int:
+        """How long a settled request stays known, as vmpooler keeps its request hashes: 30 days
+        once fulfilled, 15 days once deleted, ``:redis: data_ttl`` hours once failed."""
+        if status == "fulfilled":
+            return 30 * 86_400_000
+        if status == "cancelled":
+            return 15 * 86_400_000
+        return self.settings.redis.data_ttl * 3_600_000
+
     async def _advance(self, rid: str, status: str, req: OndemandAccepted, meta: Meta) -> int:
         done = 0
         if status == "pending":
@@ -191,9 +200,8 @@ class OndemandService:
         if status in _TERMINAL:
             for pool in dict.fromkeys(p for pools in req.slices.values() for p in pools):
                 await self.commands.ondemand_close(pool, rid, status, meta)
-            appended, _ = await self.commands.control(
-                rid, OndemandReleased(request_id=rid, status=status), meta
-            )
+            released = OndemandReleased(request_id=rid, status=status, keep_ms=self.keep_ms(status))
+            appended, _ = await self.commands.control(rid, released, meta)
             done += int(appended)
         return done
 

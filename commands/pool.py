@@ -25,7 +25,7 @@ _RESERVE_BATCH = 16
 
 _STATE_KEYS = (
     *("state", "due", "carry", "gone", "cfg", "od", "odq", "odm", "odn"),
-    *("od:status", "od:due", "od:work", "od:req"),
+    *("od:status", "od:due", "od:work", "od:req", "od:forget"),
 )
 """Decision-state keys besides one sorted set per live state: a pool's, and the control slot's
 on-demand request keys (``rebuild_state(CONTROL)`` rebuilds those; see swap.lua too)."""

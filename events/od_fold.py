@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from .codec import Recorded, encode
-from .ondemand import OndemandAccepted, OndemandCancelled, OndemandReleased
+from .ondemand import OndemandAccepted, OndemandCancelled, OndemandForgotten, OndemandReleased
 
 __all__ = [
     "CTL_FROM",
@@ -28,7 +28,9 @@ CTL_FROM: dict[str, tuple[frozenset[str], str]] = {
     "ondemand.failed": (frozenset({"pending"}), "failed"),
     "ondemand.cancelled": (frozenset({"pending", "fulfilled", "failed"}), "cancelled"),
 }
-"""Request event -> (statuses it may be appended in, status it leads to); ``released`` aside."""
+"""Request event -> (statuses it may be appended in, status it leads to); ``released`` and
+``forgotten`` aside."""
+SETTLED = frozenset({"fulfilled", "failed", "cancelled"})
 
 
 class RequestsState(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,12 +41,14 @@ class RequestsState(msgspec.Struct, frozen=True, kw_only=True):
         due: request id -> ms time its TTL runs out, while pending (``<ctl>:od:due``).
         work: request id -> ms accepted, while the manager has something to do (``<ctl>:od:work``).
         req: request id -> its ``ondemand.accepted`` body as logged (``<ctl>:od:req``).
+        forget: request id -> ms time a released request is to be forgotten (``<ctl>:od:forget``).
     """
 
     status: dict[str, str] = msgspec.field(default_factory=dict)
     due: dict[str, int] = msgspec.field(default_factory=dict)
     work: dict[str, int] = msgspec.field(default_factory=dict)
     req: dict[str, str] = msgspec.field(default_factory=dict)
+    forget: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 def evolve_requests(state: RequestsState, r: Recorded) -> RequestsState:
@@ -55,11 +59,20 @@ def evolve_requests(state: RequestsState, r: Recorded) -> RequestsState:
     rid = e.request_id
     cur = state.status.get(rid, "")
     status, due, work, req = dict(state.status), dict(state.due), dict(state.work), dict(state.req)
+    forget = dict(state.forget)
     if isinstance(e, OndemandReleased):
         if cur != e.status or rid not in work:
             return state
         work.pop(rid)
-        return RequestsState(status=status, due=due, work=work, req=req)
+        if e.keep_ms > 0:
+            forget[rid] = r.at + e.keep_ms
+        return RequestsState(status=status, due=due, work=work, req=req, forget=forget)
+    if isinstance(e, OndemandForgotten):
+        if cur not in SETTLED or rid in work:
+            return state
+        for book in (status, req, forget):
+            book.pop(rid, None)
+        return RequestsState(status=status, due=due, work=work, req=req, forget=forget)
     sources, to = CTL_FROM[r.type]
     if cur not in sources:
         return state
@@ -71,9 +84,10 @@ def evolve_requests(state: RequestsState, r: Recorded) -> RequestsState:
             due[rid] = r.at + e.ttl_ms
     else:
         due.pop(rid, None)
+        forget.pop(rid, None)
         if isinstance(e, OndemandCancelled):
             work.setdefault(rid, r.at)
-    return RequestsState(status=status, due=due, work=work, req=req)
+    return RequestsState(status=status, due=due, work=work, req=req, forget=forget)
 
 
 def fold_requests(records: Iterable[Recorded], state: RequestsState | None = None) -> RequestsState:

@@ -18,6 +18,7 @@ __all__ = [
     "OndemandCancelled",
     "OndemandEvent",
     "OndemandFailed",
+    "OndemandForgotten",
     "OndemandFulfilled",
     "OndemandReleased",
     "PoolOndemandClosed",
@@ -65,10 +66,21 @@ class OndemandCancelled(Event, frozen=True, tag="ondemand.cancelled"):
 
 
 class OndemandReleased(Event, frozen=True, tag="ondemand.released"):
-    """The manager closed the request's slices in every pool for the request's ``status``."""
+    """The manager closed the request's slices in every pool for the request's ``status``.
+
+    ``keep_ms``: how long the settled request is kept before it is forgotten (0: forever).
+    """
 
     request_id: str
     status: str
+    keep_ms: int = 0
+
+
+class OndemandForgotten(Event, frozen=True, tag="ondemand.forgotten"):
+    """A settled request's retention ran out: its record is dropped and its id may be used again
+    (vmpooler's request hashes expire the same way)."""
+
+    request_id: str
 
 
 class PoolOndemandRequested(Event, frozen=True, tag="pool.ondemand-requested"):
@@ -96,6 +108,7 @@ OndemandEvent = (
     | OndemandFailed
     | OndemandCancelled
     | OndemandReleased
+    | OndemandForgotten
     | PoolOndemandRequested
     | PoolOndemandClosed
 )

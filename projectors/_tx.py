@@ -38,6 +38,12 @@ class Tx:
         self._json[key] = value
         self._dirty.add(key)
 
+    def delete_json(self, key: str) -> None:
+        """Delete the record at ``key`` (after this batch's explicit ops, before its later writes)."""
+        self._json[key] = None
+        self._dirty.discard(key)
+        self.op("DEL", key)
+
     def finish(self) -> list[Any]:
         """The ops to apply: explicit ones, then one SET per record written (sorted, deterministic)."""
         for key in sorted(self._dirty):

@@ -78,6 +78,8 @@ class OndemandStatus:
                     tx.put_json(
                         key, msgspec.structs.replace(found, status=status, reason=reason, settled_at=r.at)
                     )
+            elif isinstance(e, ev.OndemandForgotten):
+                tx.delete_json(f"{root}:r:{e.request_id}")
             elif isinstance(e, ev.VmCheckedOut) and e.request_id:
                 key = f"{root}:d:{e.request_id}"
                 delivered: dict[str, list[str]] = dict(await tx.get_json(key, dict[str, list[str]]) or {})

@@ -10,6 +10,8 @@ local K_RST = OB .. ':od:status'  -- control slot: request id -> status
 local K_RDUE = OB .. ':od:due'    -- control slot: request id -> ms its TTL runs out (pending only)
 local K_RWORK = OB .. ':od:work'  -- control slot: request id -> ms accepted, while the manager has work
 local K_RREQ = OB .. ':od:req'    -- control slot: request id -> its ondemand.accepted body
+local K_RFORGET = OB .. ':od:forget'  -- control slot: request id -> ms a released request is forgotten
+local OD_SETTLED = {fulfilled = true, failed = true, cancelled = true}
 local OD_PENDING = {cloning = true, booting = true}
 local CTL_FROM = {
   ['ondemand.accepted'] = {from = {[''] = true}, to = 'pending'},
@@ -30,6 +32,14 @@ local function od_ctl_apply(etype, now, data)
   if etype == 'ondemand.released' then
     if cur ~= b.status or not redis.call('ZSCORE', K_RWORK, rid) then return false, cur end
     redis.call('ZREM', K_RWORK, rid)
+    if (b.keep_ms or 0) > 0 then redis.call('ZADD', K_RFORGET, now + b.keep_ms, rid) end
+    return true
+  end
+  if etype == 'ondemand.forgotten' then
+    if not OD_SETTLED[cur] or redis.call('ZSCORE', K_RWORK, rid) then return false, cur end
+    redis.call('HDEL', K_RST, rid)
+    redis.call('HDEL', K_RREQ, rid)
+    redis.call('ZREM', K_RFORGET, rid)
     return true
   end
   local rule = CTL_FROM[etype]
@@ -41,6 +51,7 @@ local function od_ctl_apply(etype, now, data)
     if (b.ttl_ms or 0) > 0 then redis.call('ZADD', K_RDUE, now + b.ttl_ms, rid) end
   else
     redis.call('ZREM', K_RDUE, rid)
+    redis.call('ZREM', K_RFORGET, rid)  -- a settled request changed again: kept until released again
     if etype == 'ondemand.cancelled' then redis.call('ZADD', K_RWORK, 'NX', now, rid) end
   end
   return true

@@ -12,7 +12,7 @@ for _, entry in ipairs(redis.call('XRANGE', stream, '(' .. ARGV[2], '+')) do
 end
 -- a pool's keys, and the control slot's request keys (each slot has only its own kind)
 local suffixes = {':state', ':due', ':carry', ':gone', ':cfg', ':od', ':odq', ':odm', ':odn',
-  ':od:status', ':od:due', ':od:work', ':od:req'}
+  ':od:status', ':od:due', ':od:work', ':od:req', ':od:forget'}
 for _, s in ipairs(STATES) do suffixes[#suffixes + 1] = ':s:' .. s end
 for _, suffix in ipairs(suffixes) do
   if redis.call('EXISTS', B .. suffix) == 1 then

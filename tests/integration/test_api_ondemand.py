@@ -26,9 +26,11 @@ from commands.provider import PoolTarget, Provider, ProviderError, VmInfo
 from commands.settings import Settings
 from commands.worker import Worker
 from events import CONTROL, decode_entry
+from events.od_fold import fold_requests
 from projectors import OndemandStatus, ProjectionRunner
 from providers.dummy import DummyProvider
 from tests.integration._api import DOMAIN, ApiEnv, api_env, body, make_settings
+from tests.integration.test_store import read_requests
 from vmpooler.wiring import pool_settings
 
 MIN = 60_000
@@ -373,6 +375,32 @@ async def test_delete_after_ready_destroys_delivered_vms(env: Env) -> None:
         assert (await od.api.client.delete(f"/api/v3/ondemandvm/{rid}")).status_code == 200
         await od.settle()
         assert set((await od.of_request("pool1", rid)).values()) <= {"completed", "destroying", ""}
+
+
+async def test_settled_requests_are_forgotten_after_their_retention(env: Env) -> None:
+    async with env(SETTINGS) as od:
+        assert (await od.post({"pool1": "1", "request_id": "kept"}))[0] == 201
+        assert (await od.post({"nosuch": "1"}))[0] == 404
+        assert (await od.post({"pool2": "1", "request_id": "gone"}))[0] == 201
+        await od.settle()
+        assert (await od.api.client.delete("/api/v3/ondemandvm/gone")).status_code == 200
+        await od.settle()
+        od.api.clock.advance(hours=15 * 24 + 1)  # a deleted request is kept 15 days, a ready one 30
+        await od.settle()
+        assert (await od.get("kept"))[0] == 200
+        assert (await od.get("gone"))[0] == 404
+        assert (await od.post({"pool2": "1", "request_id": "gone"}))[0] == 201  # the id is free again
+        od.api.clock.advance(hours=15 * 24)
+        await od.settle()
+        assert (await od.get("kept"))[0] == 404
+        types = [r.type for r in await _control_log(od)]
+        assert types.count("ondemand.forgotten") == 2
+        assert await read_requests(od.api.redis, od.api.keys) == fold_requests(await _control_log(od))
+
+
+async def _control_log(od: Od) -> list[Any]:
+    entries = await od.api.redis.xrange(od.api.keys.control_stream())
+    return [decode_entry(CONTROL, pos, fields) for pos, fields in entries]
 
 
 async def test_unknown_request_is_404(env: Env) -> None:

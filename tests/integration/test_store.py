@@ -108,12 +108,14 @@ async def read_requests(redis: aioredis.Redis, keys: Keys) -> RequestsState:
         pipe.zrange(f"{root}:od:due", 0, -1, withscores=True)
         pipe.zrange(f"{root}:od:work", 0, -1, withscores=True)
         pipe.hgetall(f"{root}:od:req")
-        status, due, work, req = await pipe.execute()
+        pipe.zrange(f"{root}:od:forget", 0, -1, withscores=True)
+        status, due, work, req, forget = await pipe.execute()
     return RequestsState(
         status={k.decode(): v.decode() for k, v in status.items()},
         due={m.decode(): _ms(s) for m, s in due},
         work={m.decode(): _ms(s) for m, s in work},
         req={k.decode(): v.decode() for k, v in req.items()},
+        forget={m.decode(): _ms(s) for m, s in forget},
     )
 
 
@@ -502,7 +504,7 @@ async def test_replay_equals_live(redis: aioredis.Redis, prefix: str, data: st.D
 @given(data=st.data())
 async def test_request_replay_equals_live(redis: aioredis.Redis, prefix: str, data: st.DataObject) -> None:
     """The control slot's request keys equal ``fold_requests`` of the control stream after every
-    request event, whether the status allowed it or not, and TTLs fired by the clock."""
+    request event, whether the status allowed it or not, and TTLs and retentions fired by the clock."""
     keys, c = _sub(prefix), Choose(data=data)
     clock = FakeClock()
     cmds = PoolCommands(redis, keys, clock=clock)
@@ -520,7 +522,12 @@ async def test_request_replay_equals_live(redis: aioredis.Redis, prefix: str, da
                 ev.OndemandFulfilled(request_id=rid),
                 ev.OndemandFailed(request_id=rid, reason="x"),
                 ev.OndemandCancelled(request_id=rid),
-                ev.OndemandReleased(request_id=rid, status=c.pick(["fulfilled", "failed", "cancelled"])),
+                ev.OndemandReleased(
+                    request_id=rid,
+                    status=c.pick(["fulfilled", "failed", "cancelled"]),
+                    keep_ms=c.pick([0, MIN, 10 * MIN]),
+                ),
+                ev.OndemandForgotten(request_id=rid),
             ]
         )
         if c.int(0, 4) == 0:
