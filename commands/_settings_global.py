@@ -39,7 +39,8 @@ class GlobalSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     Attributes:
         site_name: dashboard title.
-        logfile: log file path.
+        logfile: a file the process also logs to (appended); empty: stderr only. vmpooler's default,
+            ``/var/log/vmpooler.log``, is not ours: a service logs to stderr unless asked.
         prefix: hostname prefix of new VMs (include the separator, e.g. ``ci-``).
         task_limit: clones in flight at once, across all pools.
         ondemand_clone_limit: on-demand clones in flight at once.
@@ -110,7 +111,7 @@ class GlobalSettings(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     site_name: str = "vmpooler"
-    logfile: str = "/var/log/vmpooler.log"
+    logfile: str = ""
     prefix: str = ""
     task_limit: NonNegative = 10
     ondemand_clone_limit: NonNegative = 10

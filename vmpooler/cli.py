@@ -195,6 +195,23 @@ def _event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
     return uvloop.run
 
 
+def _log_to_file(path: str) -> None:
+    """``:config: logfile``: log there too (appended), besides stderr.
+
+    Raises:
+        ConfigError: the file cannot be opened for appending.
+    """
+    if not path:
+        return
+    try:
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f":config: logfile {path!r} cannot be opened: {exc.strerror}") from None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    log.info("logging to %s", path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vmpooler`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -204,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(args.config)
+        _log_to_file(settings.config.logfile)
         for attr in ("since", "until", "before"):
             if getattr(args, attr, None):
                 maintenance.parse_time(getattr(args, attr))

@@ -56,7 +56,7 @@ def pools(*entries: Any) -> dict[str, Any]:
     ("key", "value"),
     [
         ("site_name", "vmpooler"),
-        ("logfile", "/var/log/vmpooler.log"),
+        ("logfile", ""),
         ("prefix", ""),
         ("task_limit", 10),
         ("ondemand_clone_limit", 10),
