@@ -221,10 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(args.config)
-        _log_to_file(settings.config.logfile)
         for attr in ("since", "until", "before"):
             if getattr(args, attr, None):
                 maintenance.parse_time(getattr(args, attr))
+        _log_to_file(settings.config.logfile)
     except (ConfigError, ValueError) as exc:
         print(f"vmpooler: {exc}", file=sys.stderr)
         return 2
