@@ -30,7 +30,7 @@ __all__ = ["config_routes"]
 
 _NOT_OK: dict[str, Any] = {"ok": False}
 _INTEGER = re.compile(r"\s*[+-]?\d+\s*")
-_GATE = '; 405 `{"ok": false}` unless `experimental_features` is on'
+_GATE = '; 405 `{"ok": false}` unless `experimental_features` is on; with `:auth:`, 401 without a valid token'
 
 
 def _size(value: Any) -> int | None:
@@ -62,18 +62,21 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
     deps, settings = s.deps, s.deps.settings
     service = PoolConfig(settings, deps.commands)
 
-    def gated() -> bool:
-        # Tokens: once auth exists, `need_token!` goes here (after the gate, as in vmpooler).
-        return not settings.config.experimental_features
+    async def closed(request: Request[Any, Any, Any]) -> Response[bytes] | None:
+        """405 when the experimental endpoints are off (before anything else, as vmpooler); then,
+        with auth configured, a valid token is required (raises: 401)."""
+        if not settings.config.experimental_features:
+            return json_response(_NOT_OK, 405)
+        await s.auth.requester(request, required=True)
+        return None
 
     async def opened(
         request: Request[Any, Any, Any], family: str = "config"
     ) -> dict[str, Any] | Response[bytes]:
-        """The request's JSON object, or the answer to give instead: 405 when the experimental
-        endpoints are off (before anything else), 404 for a JSON ``null``; bad JSON raises (400)
-        and counts ``<family>.invalid.unknown``."""
-        if gated():
-            return json_response(_NOT_OK, 405)
+        """The request's JSON object, or the answer to give instead (see :func:`closed`); 404 for a
+        JSON ``null``; bad JSON raises (400) and counts ``<family>.invalid.unknown``."""
+        if (refused := await closed(request)) is not None:
+            return refused
         payload = parse_json_payload(await read_body(request))
         if isinstance(payload, ValidationFailure):
             deps.metrics.increment(f"{family}.invalid.unknown")
@@ -180,6 +183,21 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
                 await service.reset(pool, m)
         return json_response({"ok": True}, 201)
 
+    async def undo(
+        request: Request[Any, Any, Any],
+        name: str,
+        action: Callable[[str, Meta], Awaitable[tuple[bool, Any, Any]]],
+        field: str,
+    ) -> Response[bytes]:
+        if (refused := await closed(request)) is not None:
+            return refused
+        pools = _pools(settings, name)
+        if not pools:
+            return json_response(_NOT_OK, 404)
+        changed, before, startup = await action(pools[0], meta())
+        body = {"ok": True, f"{field}_before_reset": before, f"{field}_before_overrides": startup}
+        return json_response(body, 201 if changed else 200)
+
     @delete(
         f"{PREFIX}/config/poolsize/{{pool:str}}",
         summary="Undo a pool size override",
@@ -187,17 +205,8 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
         description="Back to the configured size" + _GATE,
         responses=docs(s200="unchanged", s201="restored", s404='{"ok": false}: unknown pool'),
     )
-    async def undo_size(pool: FromPath[str]) -> Response[bytes]:
-        if gated():
-            return json_response(_NOT_OK, 405)
-        pools = _pools(settings, pool)
-        if not pools:
-            return json_response(_NOT_OK, 404)
-        changed, before, startup = await service.undo_size(pools[0], meta())
-        return json_response(
-            {"ok": True, "pool_size_before_reset": before, "pool_size_before_overrides": startup},
-            201 if changed else 200,
-        )
+    async def undo_size(pool: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+        return await undo(request, pool, service.undo_size, "pool_size")
 
     @delete(
         f"{PREFIX}/config/pooltemplate/{{pool:str}}",
@@ -206,16 +215,7 @@ def config_routes(s: Services) -> list[HTTPRouteHandler]:
         description="Back to the configured template (drains)" + _GATE,
         responses=docs(s200="unchanged", s201="restored", s404='{"ok": false}: unknown pool'),
     )
-    async def undo_template(pool: FromPath[str]) -> Response[bytes]:
-        if gated():
-            return json_response(_NOT_OK, 405)
-        pools = _pools(settings, pool)
-        if not pools:
-            return json_response(_NOT_OK, 404)
-        changed, before, startup = await service.undo_template(pools[0], meta())
-        return json_response(
-            {"ok": True, "template_before_reset": before, "template_before_overrides": startup},
-            201 if changed else 200,
-        )
+    async def undo_template(pool: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+        return await undo(request, pool, service.undo_template, "template")
 
     return [poolsize, pooltemplate, clonetarget, poolreset, undo_size, undo_template]

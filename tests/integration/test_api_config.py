@@ -3,6 +3,7 @@ undo, and pool reset (reference §1.2 "Configuration endpoints", §2.4, spec beh
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, cast
@@ -83,12 +84,38 @@ async def test_experimental_off_is_405(env: Env, method: str, path: str, payload
     async with env(OFF) as api:
         await started(api)
         before = await api.snapshot()
-        if method == "POST":
-            status, data = await post(api, path, payload)
-        else:
-            status, data = await delete(api, path)
-        assert (status, data) == (405, {"ok": False})
+        response = await call_with(api, method, path, payload, {})
+        assert (response.status_code, body(response)) == (405, {"ok": False})
         assert await api.snapshot() == before
+
+
+AUTH = make_settings(POOLS, config={"experimental_features": True}, auth={"provider": "dummy"})
+OFF_WITH_AUTH = make_settings(POOLS, auth={"provider": "dummy"})
+
+
+@pytest.mark.parametrize(("method", "path", "payload"), ENDPOINTS)
+async def test_with_auth_a_token_is_required_after_the_gate(
+    env: Env, method: str, path: str, payload: Any
+) -> None:
+    async with env(OFF_WITH_AUTH) as api:  # the 405 comes first, token or not
+        assert (await call_with(api, method, path, payload, {})).status_code == 405
+    async with env(AUTH) as api:
+        await started(api)
+        before = await api.snapshot()
+        for headers in ({}, {"X-AUTH-TOKEN": "not-a-token"}):
+            refused = await call_with(api, method, path, payload, headers)
+            assert (refused.status_code, body(refused)) == (401, {"ok": False})
+        assert await api.snapshot() == before
+        basic = {"Authorization": "Basic " + base64.b64encode(b"ops:secret").decode()}
+        token = body(await api.client.post("/api/v3/token", headers=basic))["token"]
+        allowed = await call_with(api, method, path, payload, {"X-AUTH-TOKEN": token})
+        assert allowed.status_code in (200, 201), allowed.text
+
+
+async def call_with(api: ApiEnv, method: str, path: str, payload: Any, headers: dict[str, str]) -> Any:
+    if method == "POST":
+        return await api.client.post(f"/api/v3/{path}", json=payload, headers=headers)
+    return await api.client.delete(f"/api/v3/{path}", headers=headers)
 
 
 async def test_poolsize(env: Env) -> None:
