@@ -44,9 +44,11 @@ class PoolStatus:
         known: dict[str, str] = {}
         requests: dict[str, str] = {}
         if vms:
-            states = await tx.redis.hmget(of_key, vms)
+            async with tx.redis.pipeline(transaction=False) as pipe:  # one round trip per batch
+                pipe.hmget(of_key, vms)
+                pipe.hmget(od_key, vms)
+                states, owners = await pipe.execute()
             known = {vm: text(s) for vm, s in zip(vms, states, strict=True)}
-            owners = await tx.redis.hmget(od_key, vms)
             requests = {vm: text(o) for vm, o in zip(vms, owners, strict=True) if o is not None}
         for r in batch:
             e = r.event
