@@ -1200,7 +1200,9 @@ async def test_fire_due_appends_what_the_fold_predicts(redis: aioredis.Redis, pr
         assert predicted, f"nothing due at +{at} ms"
 
 
-async def test_first_destroy_failure_is_retried_as_attempt_two(redis: aioredis.Redis, prefix: str) -> None:
+async def _fired_retry(
+    redis: aioredis.Redis, prefix: str, attempt: int = 2
+) -> tuple[Keys, PoolCommands, str]:
     keys, clock = Keys(prefix), FakeClock()
     cmds = PoolCommands(redis, keys, clock=clock)
     await cmds.configure(POOL, settings_(1, 1), META)
@@ -1210,33 +1212,19 @@ async def test_first_destroy_failure_is_retried_as_attempt_two(redis: aioredis.R
         [
             (vm, ev.VmCloneFailed(error="x")),
             (vm, ev.VmDestroyStarted()),
-            (vm, ev.VmDestroyFailed(error="busy", attempt=1, retry_in=5.0)),
-        ],
-        META,
-    )
-    clock.now += 5 * SEC
-    await cmds.fire_due(POOL, META)
-    (retry,) = [r.event for r in await read_log(redis, keys, POOL) if r.type == "vm.destroy-requested"]
-    assert retry == ev.VmDestroyRequested(attempt=2)
-
-
-async def _fired_retry(redis: aioredis.Redis, prefix: str) -> tuple[Keys, PoolCommands, str]:
-    keys, clock = Keys(prefix), FakeClock()
-    cmds = PoolCommands(redis, keys, clock=clock)
-    await cmds.configure(POOL, settings_(1, 1), META)
-    (vm,) = in_state(await read_state(redis, keys, POOL), "cloning")
-    await cmds.append(
-        POOL,
-        [
-            (vm, ev.VmCloneFailed(error="x")),
-            (vm, ev.VmDestroyStarted()),
-            (vm, ev.VmDestroyFailed(error="busy", attempt=2, retry_in=5.0)),
+            (vm, ev.VmDestroyFailed(error="busy", attempt=attempt, retry_in=5.0)),
         ],
         META,
     )
     clock.now += 5 * SEC
     assert await cmds.fire_due(POOL, META) == 1
     return keys, cmds, vm
+
+
+async def test_first_destroy_failure_is_retried_as_attempt_two(redis: aioredis.Redis, prefix: str) -> None:
+    keys, _, vm = await _fired_retry(redis, prefix, attempt=1)
+    (retry,) = [r for r in await read_log(redis, keys, POOL) if r.type == "vm.destroy-requested"]
+    assert (retry.vm, retry.event) == (vm, ev.VmDestroyRequested(attempt=2))
 
 
 async def test_fired_retry_carries_the_attempt(redis: aioredis.Redis, prefix: str) -> None:

@@ -25,18 +25,19 @@ from providers.vsphere import VsphereProvider
 from providers.vsphere.connection import wait_task
 from providers.vsphere.ops import Target, VmOps
 from tests.contract.provider_contract import VmTracker
-from tests.vcsim import TEMPLATE, VcsimServer, build_vcsim, last_build_error, make_template, start_vcsim
+from tests.vcsim import (
+    TEMPLATE,
+    VcsimServer,
+    provider_options,
+    vcsim_with_template,
+)
 
 _vim: Any = vim
 
 
 @pytest.fixture(scope="module")
 def vcsim() -> Iterator[VcsimServer]:
-    binary = build_vcsim()
-    if binary is None:
-        pytest.skip(f"vcsim cannot be built: {last_build_error()}")
-    with start_vcsim(0, binary=binary) as server:
-        make_template(server)
+    with vcsim_with_template() as server:
         yield server
 
 
@@ -76,17 +77,7 @@ async def make(vcsim: VcsimServer) -> AsyncIterator[Any]:
     made: list[VsphereProvider] = []
 
     def build(global_options: dict[str, Any] | None = None, **extra: Any) -> VsphereProvider:
-        options = {
-            "server": vcsim.host,
-            "port": vcsim.port,
-            "username": vcsim.username,
-            "password": vcsim.password,
-            "insecure": True,
-            "ready_check_port": 0,
-            "connection_pool_size": 2,
-            "create_folders": True,
-            **extra,
-        }
+        options = provider_options(vcsim, **extra)
         provider = VsphereProvider("vsphere", options, global_options=global_options, executor_workers=4)
         made.append(provider)
         return provider

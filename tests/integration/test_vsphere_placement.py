@@ -23,7 +23,12 @@ from providers.vsphere.connection import wait_task
 from providers.vsphere.ops import Target, VmOps
 from providers.vsphere.slots import RedisSlots
 from tests.contract.provider_contract import VmTracker
-from tests.vcsim import TEMPLATE, VcsimServer, build_vcsim, last_build_error, make_template, start_vcsim
+from tests.vcsim import (
+    TEMPLATE,
+    VcsimServer,
+    provider_options,
+    vcsim_with_template,
+)
 from vmpooler.redis_server import free_port
 
 USAGE = "DC0_C0_H0=80:40,DC0_C0_H1=10:20,DC0_C0_H2=40:30"
@@ -32,11 +37,7 @@ _vim: Any = vim
 
 @pytest.fixture(scope="module")
 def vcsim() -> Iterator[VcsimServer]:
-    binary = build_vcsim()
-    if binary is None:
-        pytest.skip(f"vcsim cannot be built: {last_build_error()}")
-    with start_vcsim(0, binary=binary, extra_args=("-host-usage", USAGE)) as server:
-        make_template(server)
+    with vcsim_with_template("-host-usage", USAGE) as server:
         yield server
 
 
@@ -57,17 +58,7 @@ async def make(vcsim: VcsimServer) -> AsyncIterator[Any]:
         key_prefix: str = "vmpooler",
         **extra: Any,
     ) -> VsphereProvider:
-        options = {
-            "server": vcsim.host,
-            "port": vcsim.port,
-            "username": vcsim.username,
-            "password": vcsim.password,
-            "insecure": True,
-            "ready_check_port": 0,
-            "connection_pool_size": 2,
-            "create_folders": True,
-            **extra,
-        }
+        options = provider_options(vcsim, **extra)
         provider = VsphereProvider(
             "vsphere",
             options,

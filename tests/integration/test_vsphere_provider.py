@@ -23,7 +23,12 @@ pytest.importorskip("pyVmomi", reason="pyvmomi is not installed (pip install pyv
 from commands.provider import PoolTarget, Provider, ProviderError
 from providers.vsphere import VsphereProvider
 from tests.contract.provider_contract import ProviderContract, VmTracker, wait_ready
-from tests.vcsim import TEMPLATE, VcsimServer, build_vcsim, last_build_error, make_template, start_vcsim
+from tests.vcsim import (
+    TEMPLATE,
+    VcsimServer,
+    provider_options,
+    vcsim_with_template,
+)
 
 BASE = "vmpooler-ct"
 
@@ -34,28 +39,13 @@ def _pool(name: str) -> PoolTarget:
 
 @pytest.fixture(scope="module")
 def vcsim() -> Iterator[VcsimServer]:
-    binary = build_vcsim()
-    if binary is None:
-        pytest.skip(f"vcsim cannot be built: {last_build_error()}")
-    with start_vcsim(0, binary=binary) as server:
-        make_template(server)
+    with vcsim_with_template() as server:
         yield server
 
 
 def _options(server: VcsimServer, **extra: Any) -> dict[str, Any]:
-    return {
-        "server": server.host,
-        "port": server.port,
-        "username": server.username,
-        "password": server.password,
-        "insecure": True,
-        "create_folders": True,
-        "ready_check_port": 0,
-        "connection_pool_size": 2,
-        "connection_pool_timeout": 10,
-        "clone_extra_config": {"SET.guest.ipAddress": "127.0.0.1"},
-        **extra,
-    }
+    defaults = {"connection_pool_timeout": 10, "clone_extra_config": {"SET.guest.ipAddress": "127.0.0.1"}}
+    return provider_options(server, **{**defaults, **extra})
 
 
 @pytest.fixture

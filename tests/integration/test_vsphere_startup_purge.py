@@ -16,7 +16,11 @@ from commands.provider import PoolTarget
 from commands.purge import purge_unconfigured
 from providers.vsphere import VsphereProvider
 from tests.contract.provider_contract import VmTracker
-from tests.vcsim import TEMPLATE, VcsimServer, build_vcsim, last_build_error, make_template, start_vcsim
+from tests.vcsim import (
+    TEMPLATE,
+    VcsimServer,
+    vcsim_with_template,
+)
 from vmpooler.config import parse_settings
 from vmpooler.redis_client import RedisHandle
 from vmpooler.wiring import Service
@@ -29,11 +33,7 @@ async def purge(service: Service) -> None:
 
 @pytest.fixture(scope="module")
 def vcsim() -> Iterator[VcsimServer]:
-    binary = build_vcsim()
-    if binary is None:
-        pytest.skip(f"vcsim cannot be built: {last_build_error()}")
-    with start_vcsim(0, binary=binary) as server:
-        make_template(server)
+    with vcsim_with_template() as server:
         yield server
 
 

@@ -31,7 +31,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["VcsimServer", "build_vcsim", "last_build_error", "start_vcsim"]
+import pytest
+
+__all__ = [
+    "TEMPLATE",
+    "VcsimServer",
+    "build_vcsim",
+    "last_build_error",
+    "make_template",
+    "provider_options",
+    "start_vcsim",
+    "vcsim_with_template",
+]
 
 GOCODE = Path("/usr/share/gocode")
 GOVMOMI = Path("src/github.com/vmware/govmomi")
@@ -257,3 +268,31 @@ def make_template(server: VcsimServer, timeout: float = 30.0) -> None:
             raise RuntimeError(f"template clone failed: {task.info.error}")
     finally:
         connect.Disconnect(si)
+
+
+@contextlib.contextmanager
+def vcsim_with_template(*extra_args: str) -> Iterator[VcsimServer]:
+    """A fresh vcsim (its launcher built if needed) with :data:`TEMPLATE` made, for a test module's
+    fixture; the test is skipped, saying why, when the launcher cannot be built here."""
+    binary = build_vcsim()
+    if binary is None:
+        pytest.skip(f"vcsim cannot be built: {last_build_error()}")
+    with start_vcsim(0, binary=binary, extra_args=extra_args) as server:
+        make_template(server)
+        yield server
+
+
+def provider_options(server: VcsimServer, **extra: Any) -> dict[str, Any]:
+    """A vSphere provider block for ``server``: its credentials, folders created as needed, no TCP
+    check of the (absent) guests, two sessions; ``extra`` adds or overrides keys."""
+    return {
+        "server": server.host,
+        "port": server.port,
+        "username": server.username,
+        "password": server.password,
+        "insecure": True,
+        "create_folders": True,
+        "ready_check_port": 0,
+        "connection_pool_size": 2,
+        **extra,
+    }
