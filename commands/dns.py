@@ -73,16 +73,20 @@ class DnsRecords:
     which mixes up the domains of two entries of the same class).
 
     Args:
-        settings: the configuration.
+        settings: the configuration; ``None`` for no DNS management at all.
         classes: available plugins by ``dns_class``.
 
     Raises:
         ConfigError: a pool's DNS config names a class that is not available.
     """
 
-    def __init__(self, settings: Settings, classes: Mapping[str, DnsFactory] = DNS_CLASSES) -> None:
+    def __init__(
+        self, settings: Settings | None = None, classes: Mapping[str, DnsFactory] = DNS_CLASSES
+    ) -> None:
         plugins: dict[str, DnsPlugin | None] = {}
         self._pools: dict[str, tuple[DnsPlugin, str]] = {}
+        if settings is None:
+            return
         for pool in settings.pools:
             config = settings.dns_configs.get(pool.dns_plugin) if pool.dns_plugin else None
             if config is None:

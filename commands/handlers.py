@@ -77,7 +77,7 @@ class Handlers:
         # task_limit); readiness polling does not, so VMs that boot slowly never starve clones.
         self.slots = asyncio.Semaphore(provider_calls)
         self._stopping = asyncio.Event()
-        self.dns = dns
+        self.dns = dns if dns is not None else DnsRecords()
 
     def stop(self) -> None:
         """Make long handlers (readiness polling) return soon; their entries stay pending for the
@@ -138,10 +138,11 @@ class Handlers:
         try:
             # create_vm adopts (and finishes) a VM of that name that an earlier attempt left behind
             async with self.slots:
-                adopted = await provider.get_vm(target, vm) is not None
+                # only a redelivered clone can find its VM already there (an earlier attempt died)
+                adopted = deliveries > 1 and await provider.get_vm(target, vm) is not None
                 info = await provider.create_vm(target, vm)
-                if self.dns is not None:  # part of the clone, as in vmpooler: a failure fails the clone
-                    await self.dns.vm_cloned(pool, vm, info.ip)
+                # part of the clone, as in vmpooler: a failure fails the clone
+                await self.dns.vm_cloned(pool, vm, info.ip)
         except Exception as exc:  # any provider failure fails this clone; the pool refills
             error, error_class = str(exc) or type(exc).__name__, type(exc).__name__
             flagged = isinstance(exc, ProviderError) and exc.permanent
@@ -158,8 +159,7 @@ class Handlers:
             "destroying",
         }:
             await provider.destroy_vm(target, vm)  # the VM was retired while cloning: do not leak it
-            if self.dns is not None:
-                await self.dns.vm_destroyed(pool, vm)
+            await self.dns.vm_destroyed(pool, vm)
 
     async def _await_ready(
         self, pool: str, vm: str, cloned_at: int, clone_seconds: float, meta: Meta
@@ -196,8 +196,7 @@ class Handlers:
         try:
             async with self.slots:
                 await provider.destroy_vm(target, vm)
-                if self.dns is not None:  # retried with the destroy on failure (both idempotent)
-                    await self.dns.vm_destroyed(pool, vm)
+                await self.dns.vm_destroyed(pool, vm)  # retried with the destroy on failure (both idempotent)
         except Exception as exc:
             failed = ev.VmDestroyFailed(
                 error=str(exc) or type(exc).__name__, attempt=attempt, retry_in=destroy_backoff(attempt)
