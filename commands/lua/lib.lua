@@ -115,8 +115,9 @@ local function emit(vm, etype, data)
 end
 
 -- The pool's own VMs (not those of on-demand requests) that are pending or ready.
-local function pending_and_ready()
-  local od_cloning, od_booting = od_in_flight()
+-- od_cloning, od_booting: od_in_flight(), when the caller has it already.
+local function pending_and_ready(od_cloning, od_booting)
+  if od_cloning == nil then od_cloning, od_booting = od_in_flight() end
   return redis.call('ZCARD', kstate('cloning')) + redis.call('ZCARD', kstate('booting'))
     + redis.call('ZCARD', kstate('ready')) - od_cloning - od_booting
 end
@@ -126,8 +127,9 @@ end
 -- requested and how many more clones were wanted than names were given (the caller reserves
 -- more names and refills again).
 local function refill(names, first)
-  local need = cfg_num('size') - pending_and_ready()
-  local slots = cfg_num('clone_limit') - redis.call('ZCARD', kstate('cloning')) + (od_in_flight())
+  local od_cloning, od_booting = od_in_flight()  -- O(pending VMs): once per refill
+  local need = cfg_num('size') - pending_and_ready(od_cloning, od_booting)
+  local slots = cfg_num('clone_limit') - redis.call('ZCARD', kstate('cloning')) + od_cloning
   if slots < need then need = slots end
   if need <= 0 then return {{}, 0} end
   local data = '{"type":"vm.clone-requested","template":'
