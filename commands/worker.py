@@ -142,8 +142,12 @@ class Worker:
                     list[Entry],
                     await self.redis.xclaim(stream, GROUP, self.consumer, self.reclaim_idle_ms, [position]),
                 )
-                if not claimed or not claimed[0][1]:
-                    await self.redis.xack(stream, GROUP, position)  # entry deleted from the stream
+                if not claimed:
+                    # Another worker claimed it since XPENDING (its idle time is reset), or Redis 7
+                    # dropped a deleted entry from the pending list itself: either way not ours.
+                    continue
+                if not claimed[0][1]:
+                    await self.redis.xack(stream, GROUP, position)  # Redis 6.2: deleted from the stream
                     continue
                 fields = claimed[0][1]
                 deliveries = int(p["times_delivered"]) + 1

@@ -1,0 +1,71 @@
+"""Delivery guarantees under lost replies and races (issue 9): a work item leaves the pending list
+only when a handler finished it or it was dead-lettered; a projection applies every entry of its
+stream once, in order, whatever replies are lost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from commands.handlers import Handlers
+from commands.pool import PoolCommands
+from commands.worker import GROUP, Worker
+from events import Keys, Recorded
+from providers.dummy import DummyProvider
+from tests.integration.test_store import META, POOL, FakeClock, _targets, poll, read_log, settings_
+
+
+async def _pending(redis: aioredis.Redis, keys: Keys) -> list[dict[str, Any]]:
+    return list(await redis.xpending_range(keys.stream(POOL), GROUP, min="-", max="+", count=10))
+
+
+async def test_an_item_another_worker_reclaimed_first_stays_pending(
+    redis: aioredis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers reclaim the same item: the loser's XCLAIM answers empty (the winner reset its idle
+    time). The loser must leave it alone, so that when the winner dies it is reclaimed again."""
+    keys = Keys(prefix)
+    cmds = PoolCommands(redis, keys, clock=FakeClock())
+    provider = DummyProvider("dummy", redis, prefix=prefix, options={})
+    await cmds.configure(POOL, settings_(1, 1), META)
+    handled: list[str] = []
+
+    async def record(r: Recorded, deliveries: int = 1) -> None:
+        handled.append(r.position)
+
+    def worker(name: str) -> Worker:
+        handlers = Handlers(cmds, _targets(provider), worker=name)
+        monkeypatch.setattr(handlers, "handle", record)
+        return Worker(redis, keys, handlers, [POOL], consumer=name, reclaim_idle_ms=60_000)
+
+    a, b = worker("a"), worker("b")
+    await a.setup()
+    (clone,) = [r for r in await read_log(redis, keys, POOL) if r.type == "vm.clone-requested"]
+    position = clone.position.encode()
+    await redis.xreadgroup(GROUP, "dead", {keys.stream(POOL): ">"})  # a dead worker took them
+    others = [p["message_id"] for p in await _pending(redis, keys) if p["message_id"] != position]
+    await redis.xack(keys.stream(POOL), GROUP, *others)
+    stale = await _pending(redis, keys)  # what A's XPENDING saw ...
+    await redis.xclaim(keys.stream(POOL), GROUP, "b", 0, [position])  # ... before B claimed it
+
+    async def listed_before_b_claimed(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return stale
+
+    with monkeypatch.context() as m:
+        m.setattr(redis, "xpending_range", listed_before_b_claimed)
+        assert await a.reclaim() == 0
+    assert [(p["message_id"], p["consumer"]) for p in await _pending(redis, keys)] == [(position, b"b")]
+
+    del b  # B dies holding it: after the idle time A takes it over and finishes it
+    a.reclaim_idle_ms = 20
+
+    async def reclaimed() -> bool:
+        await a.reclaim()
+        await a.drain()
+        return bool(handled)
+
+    await poll(reclaimed, every=0.03)
+    assert handled == [position.decode()]
+    assert await _pending(redis, keys) == []
