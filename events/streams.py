@@ -6,7 +6,21 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-__all__ = ["Entry", "pool_of_stream", "position", "text", "xrange", "xread", "xreadgroup", "xrevrange"]
+__all__ = [
+    "Entry",
+    "RedisClient",
+    "pool_of_stream",
+    "position",
+    "text",
+    "xrange",
+    "xread",
+    "xreadgroup",
+    "xrevrange",
+]
+
+RedisClient = Redis
+"""What our readers take: a ``redis.asyncio.Redis``, or a ``RedisCluster`` cast to it once at the
+composition root (the cluster client answers the same commands for single-slot calls)."""
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 """A raw stream entry: (position, fields)."""

@@ -1,5 +1,6 @@
-"""Runs projections over pool streams: one active consumer per (projection, stream) by lease,
-consumer groups for delivery, checkpoint written atomically with the read-model change."""
+"""Runs projections over pool streams: one active reader per (projection, stream) by lease, reading
+the stream itself from the projection's checkpoint, which is written atomically with the read-model
+change, so every entry is applied once, in order, whatever replies are lost."""
 
 from __future__ import annotations
 
@@ -7,26 +8,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from events import Keys, Recorded, decode_entry
 from events.archive import check_whole, log_batches
 from events.lease import Lease
-from events.streams import Entry, pool_of_stream, position, text, xreadgroup
+from events.streams import Entry, RedisClient, pool_of_stream, position, text, xread
 
 from ._base import Projection
-from ._tx import Tx
+from ._tx import Applied, Checkpoint, Tx, apply_script
 
 __all__ = ["ProjectionRunner"]
 
 
 log = logging.getLogger(__name__)
-
-_APPLY = (resources.files("projectors") / "lua" / "apply.lua").read_text()
 
 
 class ProjectionRunner:
@@ -37,14 +34,14 @@ class ProjectionRunner:
         keys: key names of this installation.
         projections: the read models to maintain.
         pools: the pool streams to follow.
-        consumer: this process's consumer name (unique per process).
+        consumer: this process's name (unique per process): the lease holder.
         lease_ms: how long a lease on a (projection, stream) lasts without renewal.
         batch: entries per read.
     """
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: Keys,
         projections: Sequence[Projection],
         pools: Sequence[str],
@@ -60,24 +57,41 @@ class ProjectionRunner:
         self.consumer = consumer
         self.lease_ms = lease_ms
         self.batch = batch
-        self._apply = redis.register_script(_APPLY)
+        self._apply = apply_script(redis)
         self._lease = Lease(redis, consumer, lease_ms)
         self._held: dict[str, set[str]] = {p.name: set() for p in self.projections}
+        self._read_from: dict[tuple[str, str], str] = {}
+        """(projection, pool) -> the checkpoint as this runner last knew it; absent: ask Redis."""
 
     def group(self, projection: Projection) -> str:
+        """The projection's consumer group: nothing reads through it; ``apply.lua`` keeps it at the
+        checkpoint so XINFO shows the projection's lag and the archiver its position."""
         return f"proj:{projection.name}"
 
     def checkpoint_key(self, projection: Projection, pool: str) -> str:
         return f"{projection.owned_prefix(self.keys, pool)}:checkpoint"
 
+    def _at(self, projection: Projection, pool: str) -> Checkpoint:
+        group = self.group(projection)
+        key, lease = self.checkpoint_key(projection, pool), self.keys.lease(pool, group)
+        return Checkpoint(key, lease, self.keys.stream(pool), group)
+
     async def _acquire(self, projection: Projection, pool: str) -> bool:
-        """Take or renew the lease; on a fresh take, point the group at our checkpoint."""
+        """Take or renew the lease; on a fresh take, read from the checkpoint again."""
         held = self._held[projection.name]
         if not await self._lease.hold(self.keys.lease(pool, self.group(projection))):
             held.discard(pool)
             return False
         if pool in held:
             return True
+        self._read_from.pop((projection.name, pool), None)
+        await self._mark(projection, pool)
+        held.add(pool)
+        return True
+
+    async def _mark(self, projection: Projection, pool: str) -> None:
+        """Point the projection's group at the checkpoint, and acknowledge what an older version of
+        this runner (which read through the group) left pending, so nothing holds the archive back."""
         stream, group = self.keys.stream(pool), self.group(projection)
         checkpoint = text(await self.redis.get(self.checkpoint_key(projection, pool))) or "0-0"
         try:
@@ -86,18 +100,9 @@ class ProjectionRunner:
             if "BUSYGROUP" not in str(exc):
                 raise
             await self.redis.xgroup_setid(stream, group, id=checkpoint)
-        await self._ack_stale(stream, group)
-        held.add(pool)
-        return True
-
-    async def _ack_stale(self, stream: str, group: str) -> None:
-        """Entries left pending by an earlier holder are re-delivered after SETID; ack the old claims."""
-        while True:
-            claimed = await self.redis.xautoclaim(
-                stream, group, self.consumer, min_idle_time=0, start_id="0-0", count=500, justid=True
-            )
-            if not claimed:
-                return
+        while claimed := await self.redis.xautoclaim(
+            stream, group, self.consumer, min_idle_time=0, start_id="0-0", count=500, justid=True
+        ):
             await self.redis.xack(stream, group, *claimed)
 
     async def renew(self) -> None:
@@ -112,45 +117,46 @@ class ProjectionRunner:
             applied += await self._step_one(projection, block_ms)
         return applied
 
+    async def _read_position(self, projection: Projection, pool: str) -> str:
+        """Where to read ``pool``'s stream from for ``projection``: its checkpoint."""
+        known = self._read_from.get((projection.name, pool))
+        if known is None:
+            known = text(await self.redis.get(self.checkpoint_key(projection, pool))) or "0-0"
+            self._read_from[(projection.name, pool)] = known
+        return known
+
     async def _step_one(self, projection: Projection, block_ms: int | None) -> int:
         held = sorted(self._held[projection.name])
         if not held:
             return 0
-        streams = {self.keys.stream(p): ">" for p in held}
-        reply = await xreadgroup(
-            self.redis, self.group(projection), self.consumer, streams, count=self.batch, block=block_ms
-        )
+        cursors = {self.keys.stream(p): await self._read_position(projection, p) for p in held}
+        reply = await xread(self.redis, cursors, count=self.batch, block=block_ms)
         applied = 0
         for stream, entries in reply:
-            try:
-                applied += await self._apply_batch(projection, pool_of_stream(stream), entries)
-            except Exception:  # this pool's batch was rewound; the other pools' batches go on
-                log.exception("projection %s failed on %s; it will be read again", projection.name, stream)
+            applied += await self._apply_batch(projection, pool_of_stream(stream), entries)
         return applied
 
     async def _apply_batch(self, projection: Projection, pool: str, entries: list[Entry]) -> int:
-        stream, group = self.keys.stream(pool), self.group(projection)
+        """Apply what was read after the checkpoint; on any failure (a lost reply included) forget
+        where we were, so the next read starts again from the checkpoint in Redis."""
+        where = (projection.name, pool)
         try:
-            records = [decode_entry(pool, pos, fields) for pos, fields in entries if fields]
-            applied = await self.apply(projection, pool, records) if records else True
-        except Exception:
-            await self._rewind(projection, pool)  # nothing was applied: read the batch again
-            raise
-        await self.redis.xack(stream, group, *[pos for pos, _ in entries])
-        if not applied:
-            await self._rewind(projection, pool)
+            records = [decode_entry(pool, pos, fields) for pos, fields in entries]
+            applied = await self.apply(projection, pool, records)
+        except Exception:  # this pool's batch is read again; the other pools' batches go on
+            self._read_from.pop(where, None)
+            log.exception(
+                "projection %s cannot apply %s after %s; reading again from its checkpoint",
+                projection.name,
+                pool,
+                entries[0][0].decode(),
+            )
             return 0
+        if not applied:
+            self._read_from.pop(where, None)
+            return 0
+        self._read_from[where] = records[-1].position
         return len(records)
-
-    async def _rewind(self, projection: Projection, pool: str) -> None:
-        """Deliver again everything after the checkpoint (only while we hold the stream's lease:
-        a holder that lost it must not move its successor's delivery)."""
-        lease = self.keys.lease(pool, self.group(projection))
-        if text(await self.redis.get(lease)) != self.consumer:
-            self._held[projection.name].discard(pool)
-            return
-        checkpoint = text(await self.redis.get(self.checkpoint_key(projection, pool))) or "0-0"
-        await self.redis.xgroup_setid(self.keys.stream(pool), self.group(projection), id=checkpoint)
 
     async def apply(
         self, projection: Projection, pool: str, records: Sequence[Recorded], *, holder: str | None = None
@@ -160,7 +166,8 @@ class ProjectionRunner:
 
         Returns:
             False if nothing was applied because the batch overlapped the checkpoint or the lease is
-            not ours (the caller rewinds or stops); True otherwise (a pure redelivery is a no-op).
+            not ours (the caller reads again from the checkpoint, or stops); True otherwise (a pure
+            redelivery is a no-op).
         """
         checkpoint = text(await self.redis.get(self.checkpoint_key(projection, pool)))
         if checkpoint:  # fold only what the read model has not seen (a batch may overlap it)
@@ -170,13 +177,13 @@ class ProjectionRunner:
                 return True
         tx = Tx(self.redis)
         await projection.apply(self.keys, pool, records, tx)
-        result = await self._apply(
-            keys=[self.checkpoint_key(projection, pool), self.keys.lease(pool, self.group(projection))],
-            args=[holder or self.consumer, records[0].position, records[-1].position, *tx.finish()],
+        at = self._at(projection, pool)
+        result = await tx.commit(
+            self._apply, at, holder or self.consumer, records[0].position, records[-1].position
         )
-        if int(result) == -2:
+        if result == Applied.NOT_HOLDER:
             self._held[projection.name].discard(pool)
-        return int(result) >= 0
+        return result >= Applied.REDELIVERY
 
     async def catch_up(self) -> int:
         """Acquire leases and apply until every held stream is drained (for tests and tools)."""

@@ -4,6 +4,7 @@ stream once, in order, whatever replies are lost."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -13,8 +14,19 @@ from commands.handlers import Handlers
 from commands.pool import PoolCommands
 from commands.worker import GROUP, Worker
 from events import Keys, Recorded
+from projectors import ALL_PROJECTIONS, ProjectionRunner
 from providers.dummy import DummyProvider
-from tests.integration.test_store import META, POOL, FakeClock, _targets, poll, read_log, settings_
+from tests.integration.test_store import (
+    META,
+    POOL,
+    FakeClock,
+    _lifecycle,
+    _targets,
+    dump,
+    poll,
+    read_log,
+    settings_,
+)
 
 
 async def _pending(redis: aioredis.Redis, keys: Keys) -> list[dict[str, Any]]:
@@ -69,3 +81,56 @@ async def test_an_item_another_worker_reclaimed_first_stays_pending(
     await poll(reclaimed, every=0.03)
     assert handled == [position.decode()]
     assert await _pending(redis, keys) == []
+
+
+class LoseReplies:
+    """Lets Redis run the ``n``-th calls of ``commands`` on one client, then loses the reply (raises
+    ``ConnectionError`` as a dropped connection would): the command took effect, the caller never
+    learns how."""
+
+    def __init__(self, client: aioredis.Redis, commands: set[str], lose: set[int]) -> None:
+        self.commands, self.lose, self.calls, self.lost = commands, lose, 0, 0
+        self._send = client.execute_command
+
+    async def __call__(self, *args: Any, **options: Any) -> Any:
+        reply = await self._send(*args, **options)
+        if str(args[0]).upper() in self.commands and reply:
+            self.calls += 1
+            if self.calls in self.lose:
+                self.lost += 1
+                raise ConnectionError("reply lost (injected)")
+        return reply
+
+
+async def test_projections_apply_every_entry_once_when_replies_are_lost(
+    redis: aioredis.Redis, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lost replies to the runner's reads and to its apply script: the live read models still equal
+    a rebuild from the log, and nothing is left pending in the projections' groups."""
+    keys = Keys(prefix)
+    client = aioredis.Redis.from_url(redis_url)
+    lossy = LoseReplies(client, {"XREAD", "XREADGROUP", "EVALSHA"}, lose={2, 5, 9})
+    monkeypatch.setattr(client, "execute_command", lossy)
+    runner = ProjectionRunner(client, keys, ALL_PROJECTIONS(), [POOL], consumer="live", batch=5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop, block_ms=20))
+    try:
+        await _lifecycle(redis, keys, seed=7, steps=60, between=lambda: asyncio.sleep(0.01))
+        last = (await redis.xrevrange(keys.stream(POOL), count=1))[0][0]
+
+        async def caught_up() -> bool:
+            marks = [await redis.get(runner.checkpoint_key(p, POOL)) for p in runner.projections]
+            return marks == [last] * len(marks)
+
+        await poll(caught_up, within=30)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await client.aclose()
+    assert lossy.lost == 3
+    for projection in runner.projections:
+        summary = await redis.xpending(keys.stream(POOL), runner.group(projection))
+        assert summary["pending"] == 0
+    live = await dump(redis, f"{keys.base(POOL)}:rm:*")
+    await ProjectionRunner(redis, keys, ALL_PROJECTIONS(), [POOL], consumer="r").rebuild()
+    assert await dump(redis, f"{keys.base(POOL)}:rm:*") == live
