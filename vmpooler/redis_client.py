@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from commands.settings import ConfigError, Settings
 
@@ -66,18 +70,42 @@ def open_redis(settings: Settings, *, start_embedded: bool = True) -> RedisHandl
             (data_dir / "redis.port").write_text(str(server.port))
             url = server.url
             log.info("embedded redis-server on %s, data in %s", url, data_dir)
-    # Connections idle for 2 s are PINGed before use, so a restarted Redis costs no failed request
-    # (commands themselves are not retried: a decision script must never run twice). A blocking
-    # pool: past its size a call waits for a connection instead of failing; blocking stream reads
-    # hold a few, and the workers' hundreds of concurrent handlers share the rest.
+    # A blocking pool: past its size a call waits for a connection instead of failing; the workers'
+    # hundreds of concurrent handlers share it.
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=max(_MIN_CONNECTIONS, settings.redis.connection_pool_size),
         timeout=max(1, settings.redis.connection_pool_timeout),
-        health_check_interval=2,
+        health_check_interval=HEALTH_CHECK_S,
     )
+    pool.connection_class = reconnecting(pool.connection_class)
     client = aioredis.Redis(connection_pool=pool)
     return RedisHandle(client, url, server, lock)
+
+
+HEALTH_CHECK_S = 2
+"""A connection idle this long is PINGed before its next command."""
+
+_RECONNECT = Retry(ExponentialBackoff(cap=0.5, base=0.05), 4)
+
+
+class _ReconnectingHealthCheck(AbstractConnection):
+    """The PING before a command on an idle connection reconnects (with a short backoff) when the
+    socket turns out dead, as after a Redis restart, so no request fails once Redis answers.
+
+    Only this path retries, because nothing of the command was sent yet: commands keep redis-py's
+    default of no retry, since one whose reply was lost may have run (a decision script must never
+    run twice: a second checkout would hand out a second VM)."""
+
+    async def check_health(self) -> None:
+        if self.health_check_interval and asyncio.get_running_loop().time() > self.next_health_check:
+            await _RECONNECT.call_with_retry(self._send_ping, self._ping_failed, with_failure_count=True)
+
+
+def reconnecting(connection_class: type[Any]) -> type[Any]:
+    """``connection_class`` (plain TCP, TLS or Unix socket, as the URL chose) with a health check
+    that reconnects."""
+    return type(f"Reconnecting{connection_class.__name__}", (_ReconnectingHealthCheck, connection_class), {})
 
 
 def _running_embedded(data_dir: Path, timeout: float = 10.0) -> str:

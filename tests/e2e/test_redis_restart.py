@@ -46,6 +46,10 @@ def test_service_survives_a_redis_crash_and_restart(tmp_path: Path) -> None:
         redis = RedisServer(data, port=port, appendonly=True).start()
         until(lambda: http("GET", f"{base}/healthcheck")[0] == 200, what="the service to see Redis again")
         assert http("GET", f"{base}/api/v3/vm/{vm}")[1][vm]["state"] == "running"  # the log survived
+        # once Redis answers, no request fails: the pooled sockets that died with it reconnect
+        statuses = [http("GET", f"{base}/api/v3/vm/{vm}")[0] for _ in range(64)]
+        assert statuses == [200] * 64
+        assert http("GET", f"{base}/healthcheck")[0] == 200
         until(lambda: http("POST", f"{base}/api/v3/vm/centos-9")[0] == 200, what="checkouts to work again")
     finally:
         proc.send_signal(signal.SIGTERM)
