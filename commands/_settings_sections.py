@@ -126,6 +126,8 @@ class RedisSettings(_Section, frozen=True):
         reconnect_attempts: connection retries before giving up.
         prefix: prefix of every key we write, so installations and tests can share one Redis.
         data_dir: directory where the embedded server keeps its append-only file.
+        startup_timeout: seconds every role waits for Redis to answer at start-up (retrying, and
+            logging each failure) before it exits with status 2.
     """
 
     url: str | None = None
@@ -139,6 +141,7 @@ class RedisSettings(_Section, frozen=True):
     reconnect_attempts: NonNegative = 10
     prefix: Annotated[str, msgspec.Meta(min_length=1)] = "vmpooler"
     data_dir: str = "vmpooler-data"
+    startup_timeout: NonNegative = 30
 
     @property
     def embedded(self) -> bool:

@@ -75,6 +75,9 @@ class Worker:
 
     async def step(self, block_ms: int | None = None) -> int:
         """Take up to the free slots' worth of new entries and start handling them."""
+        if not self.pools:  # nothing to read (XREADGROUP refuses an empty list of streams)
+            await asyncio.sleep((block_ms or 0) / 1000)
+            return 0
         free = self.concurrency - len(self._inflight)
         if free <= 0:
             # bounded, so run() keeps heartbeating (and reclaiming) while every slot is busy
@@ -176,12 +179,15 @@ class Worker:
 
     async def run(self, stop: asyncio.Event, block_ms: int = 500) -> None:
         """Consume until ``stop`` is set; heartbeat and reclaim every third of the reclaim idle time."""
-        await self.setup()
         block_ms = max(1, min(block_ms, self.reclaim_idle_ms // 3))  # heartbeats must beat the idle time
         loop = asyncio.get_running_loop()
         next_maintenance = loop.time()
+        ready = False
         while not stop.is_set():
             try:
+                if not ready:  # Redis may not answer yet
+                    await self.setup()
+                    ready = True
                 if loop.time() >= next_maintenance:
                     await self.heartbeat()
                     await self.reclaim()

@@ -216,7 +216,6 @@ class ProjectionRunner:
                     log.exception("projection %s failed; retrying", projection.name)
                     await asyncio.sleep(1)
 
-        await self.renew()
         await asyncio.gather(renewer(), *(reader(p) for p in self.projections))
 
     async def rebuild(self, archive: Path | None = None) -> int:

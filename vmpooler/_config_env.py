@@ -52,6 +52,7 @@ _REDIS = {
     "REDIS_CONNECTION_POOL_SIZE": ("connection_pool_size", int),
     "REDIS_CONNECTION_POOL_TIMEOUT": ("connection_pool_timeout", int),
     "REDIS_RECONNECT_ATTEMPTS": ("reconnect_attempts", int),
+    "REDIS_STARTUP_TIMEOUT": ("startup_timeout", int),
 }
 _LDAP = {
     "LDAP_HOST": ("host", str),

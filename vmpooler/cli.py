@@ -19,7 +19,7 @@ from commands.settings import ConfigError, Settings
 
 from . import maintenance
 from .config import load_settings
-from .redis_client import open_redis
+from .redis_client import open_redis, wait_for_redis
 from .wiring import Service, build_app
 
 __all__ = ["main"]
@@ -165,6 +165,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     listener = _listen(args.host, args.port) if command in (None, "api") else None
     redis = open_redis(settings, start_embedded=True)
     try:
+        await wait_for_redis(redis, settings.redis.startup_timeout)
         service = Service(settings, redis)
     except BaseException:
         await redis.close()

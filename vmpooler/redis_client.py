@@ -5,22 +5,25 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
 
 from commands.settings import ConfigError, Settings
 
 from .redis_server import RedisServer
 
-__all__ = ["RedisHandle", "open_redis"]
+__all__ = ["RedisHandle", "open_redis", "wait_for_redis"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,52 @@ def reconnecting(connection_class: type[Any]) -> type[Any]:
     """``connection_class`` (plain TCP, TLS or Unix socket, as the URL chose) with a health check
     that reconnects."""
     return type(f"Reconnecting{connection_class.__name__}", (_ReconnectingHealthCheck, connection_class), {})
+
+
+async def wait_for_redis(handle: RedisHandle, timeout_s: float, *, log_every_s: float = 5.0) -> None:
+    """Return once Redis answers PING; until then retry with a growing pause (at most 2 s), logging
+    the cause now and then, for up to ``timeout_s`` seconds.
+
+    Raises:
+        ConfigError: Redis did not answer in time (its message names the server and the cause).
+    """
+    loop = asyncio.get_running_loop()
+    deadline, pause, logged = loop.time() + timeout_s, 0.1, -log_every_s
+    while True:
+        try:
+            await handle.client.ping()
+            return
+        except (RedisError, OSError) as exc:
+            cause = _cause(exc)
+        now = loop.time()
+        if now >= deadline:
+            raise ConfigError(f"Redis at {_where(handle.url)} is unreachable after {timeout_s:g} s: {cause}")
+        if now - logged >= log_every_s:
+            log.warning(
+                "Redis at %s does not answer (%s); retrying for up to %g s",
+                _where(handle.url),
+                cause,
+                timeout_s,
+            )
+            logged = now
+        await asyncio.sleep(min(pause, deadline - now))
+        pause = min(2.0, pause * 2)
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 6379}" if parts.hostname else url
+
+
+def _cause(exc: BaseException) -> str:
+    """The root cause of a connection failure in a few words (``Connection refused``)."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)  # asyncio's own text is "Connect call failed (...)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).strip().rstrip(".") or type(exc).__name__
 
 
 def _running_embedded(data_dir: Path, timeout: float = 10.0) -> str:
