@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pyVim import connect
@@ -39,11 +39,14 @@ IDLE_CHECK_SECONDS = 300.0
 
 @dataclass(frozen=True)
 class Credentials:
-    """Where and how to log in (the provider's ``server``, ``port``, ``username``, ``password``, ``insecure``)."""
+    """Where and how to log in (the provider's ``server``, ``port``, ``username``, ``password``, ``insecure``).
+
+    The password is left out of ``repr`` (and so of tracebacks and log lines that show the object).
+    """
 
     server: str
     username: str
-    password: str
+    password: str = field(repr=False)
     port: int = 443
     insecure: bool = False
 
