@@ -25,6 +25,7 @@ from .errors import Refused
 from .ondemand import is_permanent_error
 from .pool import Meta, PoolCommands
 from .provider import PoolTarget, Provider, ProviderError
+from .tasks import DONE, TaskMarks
 
 __all__ = ["Handlers", "Targets", "destroy_backoff"]
 
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 
 Targets = Callable[[str], tuple[Provider, PoolTarget]]
 """Pool name → (its provider, what the provider needs to know about the pool)."""
+
+Task = Literal["disk", "snapshot", "revert", "migrate"]
+
+_TASK_STATES = TRANSITIONS["vm.disk-requested"].sources
+"""States a task may run in (those its request may be appended in)."""
 
 _ENTERS_COMPLETED = frozenset(
     t for t, r in TRANSITIONS.items() if r.target == "completed" and t != "vm.destroy-failed"
@@ -78,6 +84,7 @@ class Handlers:
         self.slots = asyncio.Semaphore(provider_calls)
         self._stopping = asyncio.Event()
         self.dns = dns if dns is not None else DnsRecords()
+        self.marks = TaskMarks(commands.redis, commands.keys)
 
     def stop(self) -> None:
         """Make long handlers (readiness polling) return soon; their entries stay pending for the
@@ -103,17 +110,13 @@ class Handlers:
             attempt = e.attempt if isinstance(e, ev.VmDestroyRequested) else 1
             await self._destroy(r.stream, r.vm, attempt, deliveries > 1, meta)
         elif isinstance(e, ev.VmCheckedOut):
-            await self._task(r.stream, r.vm, "migrate", meta, lambda p, t: p.migrate_vm(t, r.vm), e)
+            await self._task(r, "migrate", meta, lambda p, t: p.migrate_vm(t, r.vm))
         elif isinstance(e, ev.VmDiskRequested):
-            await self._task(r.stream, r.vm, "disk", meta, lambda p, t: p.create_disk(t, r.vm, e.size_gb), e)
+            await self._task(r, "disk", meta, lambda p, t: p.create_disk(t, r.vm, e.size_gb))
         elif isinstance(e, ev.VmSnapshotRequested):
-            await self._task(
-                r.stream, r.vm, "snapshot", meta, lambda p, t: p.create_snapshot(t, r.vm, e.name), e
-            )
+            await self._task(r, "snapshot", meta, lambda p, t: p.create_snapshot(t, r.vm, e.name))
         elif isinstance(e, ev.VmRevertRequested):
-            await self._task(
-                r.stream, r.vm, "revert", meta, lambda p, t: p.revert_snapshot(t, r.vm, e.name), e
-            )
+            await self._task(r, "revert", meta, lambda p, t: p.revert_snapshot(t, r.vm, e.name))
 
     async def _state(self, pool: str, vm: str) -> str:
         raw = await self.commands.redis.hget(self.commands.keys.state(pool), vm)
@@ -207,32 +210,62 @@ class Handlers:
 
     async def _task(
         self,
-        pool: str,
-        vm: str,
-        task: Literal["disk", "snapshot", "revert", "migrate"],
+        r: Recorded,
+        task: Task,
         meta: Meta,
         call: Callable[[Provider, PoolTarget], Awaitable[object]],
-        e: ev.Event,
     ) -> None:
-        provider, target = self.targets(pool)
-        try:
-            async with self.slots:
-                result = await call(provider, target)
-        except Exception as exc:
-            failed = ev.VmTaskFailed(task=task, error=str(exc) or type(exc).__name__)
-            await self._append(pool, vm, failed, meta)
+        """Run a task at most once per request (see :mod:`commands.tasks`), never on a retired VM."""
+        pool, vm = r.stream, r.vm
+        if not await self._may_run(pool, vm, task, meta):
             return
-        done: ev.Event | None = None
-        if isinstance(e, ev.VmDiskRequested):
-            done = ev.VmDiskAdded(size_gb=e.size_gb)
-        elif isinstance(e, ev.VmSnapshotRequested):
-            done = ev.VmSnapshotTaken(name=e.name)
-        elif isinstance(e, ev.VmRevertRequested):
-            done = ev.VmReverted(name=e.name)
-        elif isinstance(result, str) and result:
-            done = ev.VmMigrated(host=result)
-        if done is not None:
-            await self._append(pool, vm, done, meta)
+        provider, target = self.targets(pool)
+        async with self.slots:
+            # checked again: the VM may have been returned while the task waited for a slot
+            if not await self._may_run(pool, vm, task, meta):
+                return
+            earlier = await self.marks.claim(pool, r.event_id, f"{self.worker} at {self.commands.clock()}")
+            if earlier:
+                await self._interrupted(r, task, earlier, meta)
+                return
+            try:
+                outcome = _outcome(r.event, await call(provider, target))
+            except Exception as exc:
+                outcome = ev.VmTaskFailed(task=task, error=str(exc) or type(exc).__name__)
+        if outcome is not None:
+            await self._append(pool, vm, outcome, meta)
+        await self.marks.finish(pool, r.event_id)
+
+    async def _may_run(self, pool: str, vm: str, task: Task, meta: Meta) -> bool:
+        state = await self._state(pool, vm)
+        if state in _TASK_STATES:
+            return True
+        if state:  # retired: completed, destroying, discovered (a VM that is gone gets nothing)
+            refused = ev.VmTaskFailed(task=task, error=f"refused: VM {vm} is being destroyed ({state})")
+            await self._append(pool, vm, refused, meta)
+        return False
+
+    async def _interrupted(self, r: Recorded, task: Task, earlier: str, meta: Meta) -> None:
+        """A redelivered task whose provider call was started before: done if its outcome is logged;
+        else not repeated (it may have been applied), and the log says so."""
+        if earlier != DONE and not await self.marks.recorded(r.stream, r.position, r.event_id):
+            error = (
+                f"interrupted: an earlier attempt ({earlier}) stopped before recording its outcome; "
+                f"not repeated, so the {task} may or may not have been applied"
+            )
+            await self._append(r.stream, r.vm, ev.VmTaskFailed(task=task, error=error), meta)
+        await self.marks.finish(r.stream, r.event_id)
+
+
+def _outcome(e: ev.Event, result: object) -> ev.Event | None:
+    """The event recording a finished task (a migration that stayed put records nothing)."""
+    if isinstance(e, ev.VmDiskRequested):
+        return ev.VmDiskAdded(size_gb=e.size_gb)
+    if isinstance(e, ev.VmSnapshotRequested):
+        return ev.VmSnapshotTaken(name=e.name)
+    if isinstance(e, ev.VmRevertRequested):
+        return ev.VmReverted(name=e.name)
+    return ev.VmMigrated(host=result) if isinstance(result, str) and result else None
 
 
 _SIMPLE: Mapping[str, None] = dict.fromkeys(

@@ -89,3 +89,8 @@ class Keys:
     def sim(self, provider: str, pool: str) -> str:
         """Root of the simulated provider's inventory for ``pool``."""
         return f"{self.prefix}:sim:{provider}:{{{pool}}}"
+
+    def work(self, pool: str) -> str:
+        """Root of the workers' own keys for ``pool`` (never decision state): ``…:backoff``, the pool's
+        clone back-off, and ``…:task:<event id>``, the progress marker of one task request."""
+        return f"{self.prefix}:{{{pool}}}:work"
