@@ -14,6 +14,7 @@ more than ``size`` sessions (at most one extra per lingering thread, so bounded 
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import ssl
 import threading
@@ -33,6 +34,8 @@ __all__ = ["ConnectionPool", "Credentials", "Ticket", "provider_error", "wait_ta
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 IDLE_CHECK_SECONDS = 300.0
 """A session idle longer than this is checked (``currentSession``) before use."""
 
@@ -50,20 +53,33 @@ class Credentials:
     port: int = 443
     insecure: bool = False
 
+    @property
+    def where(self) -> str:
+        """``server:port``, as every error message names the vCenter."""
+        return f"{self.server}:{self.port}"
 
-def provider_error(exc: BaseException) -> ProviderError:
-    """Translate a pyvmomi or socket error into a :class:`ProviderError` (permanent for bad credentials)."""
+
+def provider_error(exc: BaseException, where: str = "") -> ProviderError:
+    """Translate a pyvmomi or socket error into a :class:`ProviderError` naming the vCenter ``where``
+    (``server:port``) and the real cause; permanent for bad credentials and rejected certificates."""
     if isinstance(exc, ProviderError):
         return exc
+    at = f"vSphere {where}" if where else "vSphere"
     if isinstance(exc, vim.fault.InvalidLogin):
-        return ProviderError(f"vSphere login failed: {getattr(exc, 'msg', '')}", permanent=True)
+        return ProviderError(f"{at}: login failed: {getattr(exc, 'msg', '')}", permanent=True)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return ProviderError(
-            f"vSphere TLS certificate rejected (set insecure to skip checks): {exc}", permanent=True
+            f"{at}: TLS certificate rejected (set insecure to skip checks): {exc}", permanent=True
         )
     if isinstance(exc, vmodl.MethodFault):
-        return ProviderError(f"vSphere fault {type(exc).__name__}: {getattr(exc, 'msg', '')}")
-    return ProviderError(f"vSphere call failed: {type(exc).__name__}: {exc}")
+        return ProviderError(f"{at}: fault {type(exc).__name__}: {getattr(exc, 'msg', '')}")
+    if isinstance(exc, ConnectionRefusedError):
+        return ProviderError(f"{at}: connection refused (is vCenter listening on that port?)")
+    if isinstance(exc, TimeoutError):
+        return ProviderError(f"{at}: no answer within the socket timeout ({exc or 'timed out'})")
+    if isinstance(exc, OSError):
+        return ProviderError(f"{at}: cannot connect: {type(exc).__name__}: {exc}")
+    return ProviderError(f"{at}: call failed: {type(exc).__name__}: {exc}")
 
 
 class _Session:
@@ -73,14 +89,19 @@ class _Session:
 
 
 class Ticket:
-    """One call's claim on a pool slot, so the caller can :meth:`ConnectionPool.abandon` it from elsewhere."""
+    """One call's claim on a pool slot, so the caller can :meth:`ConnectionPool.abandon` it from elsewhere.
 
-    __slots__ = ("abandoned", "done", "holding")
+    Args:
+        on_start: called (on the worker thread) once the call has a logged-in session, just before it runs.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("abandoned", "done", "holding", "on_start")
+
+    def __init__(self, on_start: Callable[[], None] | None = None) -> None:
         self.abandoned = False
         self.holding = False  # the call has a session (and so a pool slot)
         self.done = False
+        self.on_start = on_start
 
 
 class ConnectionPool:
@@ -110,6 +131,8 @@ class ConnectionPool:
         """A login that fails for a reason that may pass is tried ``max_tries`` times in all, waiting
         ``retry_factor`` x the attempt number seconds before the next (vmpooler's connection back-off)."""
         self._closing = threading.Event()
+        self.last_login_error = ""
+        """Why the last login failed ("" after a success): what a call that never got a session reports."""
         self.discarded = 0
         """Sessions dropped because their call was abandoned."""
         self._idle: queue.LifoQueue[_Session] = queue.LifoQueue()
@@ -136,22 +159,29 @@ class ConnectionPool:
                 )
             except Exception as exc:
                 self.on_login(False)
-                error = provider_error(exc)
+                error = provider_error(exc, c.where)
+                self.last_login_error = str(error)
                 # wrong credentials stay wrong; closing stops the back-off at once
-                if (
-                    error.permanent
-                    or attempt >= self.max_tries
-                    or self._closing.wait(self.retry_factor * attempt)
-                ):
+                last = error.permanent or attempt >= self.max_tries
+                wait = self.retry_factor * attempt
+                log.warning(
+                    "%s (login attempt %d of %d)%s",
+                    error,
+                    attempt,
+                    self.max_tries,
+                    "" if last else f"; next attempt in {wait:g} s",
+                )
+                if last or self._closing.wait(wait):
                     raise error from exc
                 attempt += 1
                 continue
             self.on_login(True)
+            self.last_login_error = ""
             return _Session(si)
 
     def _checkout(self) -> _Session:
         if self._closed:
-            raise ProviderError("vSphere provider is closed", permanent=True)
+            raise ProviderError(f"vSphere {self.creds.where}: provider is closed", permanent=True)
         try:
             return self._idle.get_nowait()
         except queue.Empty:
@@ -171,7 +201,8 @@ class ConnectionPool:
             return self._idle.get(timeout=self.timeout)
         except queue.Empty:
             raise ProviderError(
-                f"no vSphere connection free within {self.timeout} s (connection_pool_size {self.size})"
+                f"vSphere {self.creds.where}: no connection free within {self.timeout:g} s "
+                f"(connection_pool_size {self.size})"
             ) from None
 
     def _checkin(self, session: _Session | None) -> None:
@@ -226,11 +257,13 @@ class ConnectionPool:
             ticket.holding = not late
         if late:  # gave up while waiting for a session: it is unused, lend it again
             self._checkin(session)
-            raise ProviderError("vSphere call abandoned before a connection was free")
+            raise ProviderError(f"vSphere {self.creds.where}: call abandoned before a connection was free")
         try:
             assert session is not None
             stale, session = session, None
             session = self._fresh(stale)
+            if ticket.on_start is not None:
+                ticket.on_start()
             try:
                 return fn(session.si)
             except vim.fault.NotAuthenticated:
@@ -241,7 +274,7 @@ class ConnectionPool:
         except ProviderError:
             raise
         except Exception as exc:
-            raise provider_error(exc) from exc
+            raise provider_error(exc, self.creds.where) from exc
         finally:
             with self._lock:
                 ticket.done = True

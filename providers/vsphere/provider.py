@@ -190,9 +190,13 @@ class VsphereProvider:
         )
 
     async def _call(self, fn: Callable[[VmOps], T], *, task: bool = False) -> T:
-        """Run ``fn`` on a pooled session in the executor, behind the circuit breaker and a timeout:
-        the adaptive one, or ``task_timeout`` for calls that wait for a vSphere task (clone,
-        destroy, disk, snapshot), whose durations say nothing about vCenter's responsiveness."""
+        """Run ``fn`` on a pooled session in the executor, behind the circuit breaker and a timeout.
+
+        The adaptive timeout bounds getting a worker thread, a session and its login, and, but for calls
+        that wait for a vSphere task (clone, destroy, disk, snapshot), the whole call; a task then has
+        ``task_timeout``, as its duration says nothing about vCenter's responsiveness. So a call that
+        cannot start (vCenter refusing connections, logins failing) fails within the adaptive timeout,
+        naming the vCenter and the last login error."""
 
         def work(si: vim.ServiceInstance) -> T:
             return fn(VmOps(si, self._cache))
@@ -203,19 +207,27 @@ class VsphereProvider:
                 breaker.before_call()
             except CircuitOpenError as exc:
                 raise ProviderError(f"vSphere provider {self.name}: {exc}") from exc
-        limit = self.task_timeout if task else self.timeout.current
-        ticket = Ticket()
-        started = time.monotonic()
-        future = self._executor.submit(self.connections.run, work, ticket)
+        loop = asyncio.get_running_loop()
+        started = asyncio.Event()
+
+        def on_start() -> None:
+            loop.call_soon_threadsafe(started.set)
+
+        ticket = Ticket(on_start=on_start)
+        limit = self.timeout.current
+        begun = time.monotonic()
+        call = asyncio.wrap_future(self._executor.submit(self.connections.run, work, ticket))
         try:
-            result = await asyncio.wait_for(asyncio.wrap_future(future), limit)
+            result = await self._finish(call, started, limit, task)
         except TimeoutError:
             self.connections.abandon(ticket)  # frees the slot; the session is dropped, never lent again
-            if not task:
-                self.timeout.record_failure()
+            call.cancel()
+            self.timeout.record_failure()
             if breaker is not None:
                 breaker.record_failure()
-            raise ProviderError(f"vSphere call timed out after {limit:g} s") from None
+            raise ProviderError(
+                self._timed_out(ticket, self.task_timeout if task and started.is_set() else limit)
+            ) from None
         except ProviderError as exc:
             if exc.permanent:  # vCenter answered: healthy, but not a duration sample
                 if breaker is not None:
@@ -227,12 +239,35 @@ class VsphereProvider:
             raise
         except asyncio.CancelledError:
             self.connections.abandon(ticket)
+            call.cancel()
             raise
         if not task:
-            self.timeout.record_success(time.monotonic() - started)
+            self.timeout.record_success(time.monotonic() - begun)
         if breaker is not None:
             breaker.record_success()
         return result
+
+    async def _finish(self, call: asyncio.Future[T], started: asyncio.Event, limit: float, task: bool) -> T:
+        """``call``'s result; ``TimeoutError`` when it has no session within ``limit`` or (a task) does not
+        finish within ``task_timeout`` after that, or (not a task) does not finish within ``limit``."""
+        if not task:
+            return await asyncio.wait_for(asyncio.shield(call), limit)
+        waiter = asyncio.ensure_future(started.wait())
+        either: set[asyncio.Future[Any]] = {call, waiter}
+        try:
+            await asyncio.wait(either, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not (call.done() or started.is_set()):
+            raise TimeoutError
+        return await asyncio.wait_for(asyncio.shield(call), self.task_timeout)
+
+    def _timed_out(self, ticket: Ticket, limit: float) -> str:
+        pool = self.connections
+        if ticket.holding:
+            return f"vSphere {pool.creds.where}: call timed out after {limit:g} s"
+        cause = pool.last_login_error or f"vSphere {pool.creds.where}: all {pool.size} connections busy"
+        return f"{cause} (no session within {limit:g} s)"
 
     # the Provider protocol ----------------------------------------------------------------------------------
 

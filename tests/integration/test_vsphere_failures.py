@@ -275,3 +275,34 @@ async def test_every_protocol_call_goes_through_the_breaker(
         await PROTOCOL_CALLS[method](provider)
     assert not caught.value.permanent
     assert provider.connections.open_sessions == 0
+
+
+UNREACHABLE: dict[str, Any] = {
+    "create_vm": lambda p: p.create_vm(POOL, "vm1"),  # a task: it would have task_timeout once started
+    "list_vms": lambda p: p.list_vms(POOL),
+}
+
+
+@pytest.mark.parametrize("method", sorted(UNREACHABLE))
+async def test_a_refused_vcenter_fails_calls_within_the_timeout_naming_server_and_cause(
+    method: str, providers: list[VsphereProvider], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10: with nothing listening, calls waited 30 s (three logins 10 and 20 s apart), clones
+    for task_timeout, and the error was 'vSphere call timed out after 30 s', naming no server."""
+    options = {"server": "127.0.0.1", "port": 1, "connection_pool_timeout_min": 0.5}
+    provider = VsphereProvider("vsphere", {**options, "connection_pool_timeout_initial": 1})
+    providers.append(provider)
+    caplog.set_level("WARNING", logger="providers.vsphere.connection")
+    started = time.monotonic()
+    with pytest.raises(ProviderError) as caught:
+        await asyncio.wait_for(UNREACHABLE[method](provider), 10)
+    assert time.monotonic() - started < 5
+    message = str(caught.value)
+    assert message.startswith("vSphere 127.0.0.1:1: connection refused")
+    assert "no session within 1 s" in message
+    assert "timed out" not in message
+    assert not caught.value.permanent
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(
+        m.startswith("vSphere 127.0.0.1:1: connection refused") and "attempt 1 of 3" in m for m in logged
+    )
