@@ -117,6 +117,13 @@ async def _run(port: int, concurrency: int, cycles: int, pause: float = 0.0) -> 
     }
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (``/proc/<pid>/stat``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _refill_delays_ms(client: redis.Redis, prefix: str, since: bytes) -> list[float]:
     """For each checkout after ``since``, ms until the next clone request of the pool (entry times)."""
     delays, pending = [], []
@@ -181,7 +188,11 @@ def main() -> None:
                     if not args.live_manager:
                         procs[0].send_signal(signal.SIGSTOP)
                     try:
-                        results.append(asyncio.run(_run(port, concurrency, args.cycles)))
+                        cpu = _cpu_s(procs[1].pid)
+                        result = asyncio.run(_run(port, concurrency, args.cycles))
+                        # the API's own CPU per checkout + delete cycle (the figure that must not rise)
+                        result["api_cpu_ms_per_cycle"] = (_cpu_s(procs[1].pid) - cpu) * 1000 / args.cycles
+                        results.append(result)
                     finally:
                         procs[0].send_signal(signal.SIGCONT)
                 for name in results[0]:
