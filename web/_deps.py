@@ -1,4 +1,8 @@
-"""What the API needs (built by the composition root) and what ``create_app`` derives from it once."""
+"""What the API needs (built by the composition root) and what ``create_app`` derives from it once.
+
+Handlers are module-level functions; they get the :class:`Services` of their app through Litestar's
+dependency injection (``services: Services``), provided once per app by :meth:`Services.dependencies`.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,19 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
+from litestar.di import NamedDependency, Provide
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from commands.checkout import CheckoutService
 from commands.metrics import Metrics, NullMetrics
+from commands.ondemand import OndemandService
 from commands.pool import PoolCommands
+from commands.pool_config import PoolConfig
 from commands.settings import Settings
+from commands.telemetry import StreamProbe
 from commands.tokens import Tokens
 from commands.vm_ops import VmOps
 from events import Keys
@@ -21,7 +30,10 @@ from projectors.read import ReadModels
 from projectors.read_stats import StatsReader
 from web.auth import Auth, Authenticator
 
-__all__ = ["ApiDeps", "Services"]
+__all__ = ["HEALTH_MAX_LAG", "ApiDeps", "Services", "ServicesDep"]
+
+HEALTH_MAX_LAG = 1000
+"""Entries a projection may be behind on one pool before ``/healthcheck`` answers 503."""
 
 
 def _new_id() -> str:
@@ -63,12 +75,29 @@ class ApiDeps:
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    """The deps plus what the routes derive from them, built once in ``create_app`` (never per request)."""
+    """The deps plus what the handlers derive from them, built once in ``create_app`` (never per request).
+
+    Attributes:
+        deps: what the composition root passed.
+        pool_names: the configured pools, in configured order.
+        checkout: hands out VMs, all or none.
+        vm_ops: return, retag or change the lifetime of one VM.
+        pool_config: the run-time pool overrides (``/config/...``, ``/poolreset``).
+        ondemand: accepts and cancels on-demand requests.
+        stats: the daily statistics reader.
+        probe: stream lag and liveness, for ``/healthcheck``.
+        tagfilter: ``:tagfilter:`` compiled with Ruby's line anchors.
+        auth: credentials and tokens.
+    """
 
     deps: ApiDeps
+    pool_names: list[str]
     checkout: CheckoutService
     vm_ops: VmOps
+    pool_config: PoolConfig
+    ondemand: OndemandService
     stats: StatsReader
+    probe: StreamProbe
     tagfilter: dict[str, re.Pattern[str]]
     auth: Auth
 
@@ -76,11 +105,32 @@ class Services:
     def build(cls, deps: ApiDeps) -> Services:
         # Ruby's ^ and $ match at line ends, hence MULTILINE (as web.validation.apply_tagfilter does).
         tagfilter = {tag: re.compile(rx, re.MULTILINE) for tag, rx in deps.settings.tagfilter.items()}
+        checkout = CheckoutService(deps.settings, deps.commands)
         return cls(
             deps=deps,
-            checkout=CheckoutService(deps.settings, deps.commands),
+            pool_names=list(deps.settings.pool_names),
+            checkout=checkout,
             vm_ops=VmOps(deps.redis, deps.keys, deps.commands),
+            pool_config=PoolConfig(deps.settings, deps.commands),
+            ondemand=OndemandService(deps.settings, deps.commands, checkout),
             stats=StatsReader(deps.redis, deps.keys),
+            probe=StreamProbe(deps.redis, deps.keys, cap=HEALTH_MAX_LAG + 1),
             tagfilter=tagfilter,
             auth=Auth(deps.settings, Tokens(deps.redis, deps.keys, deps.clock), deps.authenticator),
         )
+
+    @property
+    def settings(self) -> Settings:
+        return self.deps.settings
+
+    def dependencies(self) -> dict[str, Provide]:
+        """The app-level dependency map: every handler that names ``services`` gets this object
+        (cached: the provider is called once, not per request)."""
+        return {"services": Provide(self._itself, use_cache=True, sync_to_thread=False)}
+
+    def _itself(self) -> Services:
+        return self
+
+
+ServicesDep: TypeAlias = NamedDependency[Services]
+"""How a handler asks for its app's services: ``services: ServicesDep``."""

@@ -1,4 +1,7 @@
-"""The HTTP API: vmpooler v3 over Litestar. No global state: everything comes in through ``ApiDeps``."""
+"""The HTTP API: vmpooler v3 over Litestar. No global state: everything comes in through ``ApiDeps``.
+
+Handlers are module-level functions; what they need is injected per app (``services``, ``dashboard``).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +11,18 @@ from litestar.openapi import OpenAPIConfig
 
 from web._deps import ApiDeps, Services
 from web.auth import AuthUnavailable, auth_unavailable_response
-from web.dashboard import dashboard_routes
+from web.dashboard import DASHBOARD_ROUTES, Dashboard
 from web.errors import EXCEPTION_HANDLERS
 from web.prometheus import prometheus_parts
 from web.ratelimit import rate_limiting
 from web.request_log import request_logging
-from web.routes_config import config_routes
-from web.routes_ondemand import ondemand_routes
-from web.routes_status import status_routes
-from web.routes_summary import summary_routes
-from web.routes_tasks import task_routes
-from web.routes_tokens import token_routes
-from web.routes_vm import vm_routes
+from web.routes_config import CONFIG_ROUTES
+from web.routes_ondemand import ONDEMAND_ROUTES
+from web.routes_status import STATUS_ROUTES
+from web.routes_summary import SUMMARY_ROUTES
+from web.routes_tasks import TASK_ROUTES
+from web.routes_tokens import TOKEN_ROUTES
+from web.routes_vm import VM_ROUTES
 
 __all__ = ["ApiDeps", "create_app"]
 
@@ -38,19 +41,21 @@ def create_app(deps: ApiDeps) -> Litestar:
         The Litestar application (an ASGI app); its OpenAPI document is at ``/schema/openapi.json``.
     """
     services = Services.build(deps)
+    dashboard = Dashboard.build(services)
     prometheus = prometheus_parts(deps)
     return Litestar(
         route_handlers=[
-            *vm_routes(services),
-            *status_routes(services),
-            *task_routes(services),
-            *summary_routes(services),
-            *config_routes(services),
-            *token_routes(services),
-            *ondemand_routes(services),
-            *dashboard_routes(services),
+            *VM_ROUTES,
+            *STATUS_ROUTES,
+            *TASK_ROUTES,
+            *SUMMARY_ROUTES,
+            *CONFIG_ROUTES,
+            *TOKEN_ROUTES,
+            *ONDEMAND_ROUTES,
+            *DASHBOARD_ROUTES,
             *prometheus.routes,
         ],
+        dependencies={**services.dependencies(), **dashboard.dependencies()},
         exception_handlers={**EXCEPTION_HANDLERS, AuthUnavailable: auth_unavailable_response},
         # Prometheus outermost, so requests refused by the rate limiter are counted too.
         middleware=[

@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from commands.settings import PrometheusSettings
 
-from ._deps import ApiDeps
+from ._deps import ApiDeps, ServicesDep
 
 __all__ = ["PrometheusParts", "normalise_path", "prometheus_parts"]
 
@@ -112,15 +112,18 @@ class _HttpMetrics:
             self.exceptions.labels(self.instance, exception).inc()
 
 
+async def scrape(services: ServicesDep) -> Response[bytes]:
+    """The process's registry in Prometheus's text format (mounted at ``prometheus_endpoint``)."""
+    registry = services.deps.prometheus_registry
+    content = generate_latest(registry) if registry is not None else b""
+    return Response(content=content, media_type=CONTENT_TYPE_LATEST)
+
+
 def prometheus_parts(deps: ApiDeps) -> PrometheusParts:
     """The endpoint, middleware and exception hook, if Prometheus is the configured sink."""
     settings, registry = deps.settings.prometheus, deps.prometheus_registry
     if deps.settings.metrics_backend != "prometheus" or settings is None or registry is None:
         return PrometheusParts()
     http = _HttpMetrics(settings, registry)
-
-    @get(settings.prometheus_endpoint, include_in_schema=False)
-    async def scrape() -> Response[bytes]:
-        return Response(content=generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    return PrometheusParts([scrape], [http.middleware], [http.after_exception])
+    route = get(settings.prometheus_endpoint, include_in_schema=False)(scrape)
+    return PrometheusParts([route], [http.middleware], [http.after_exception])

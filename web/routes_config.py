@@ -13,20 +13,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar import Request, Response, delete, post
-from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
 from commands.metrics import metric_segment
 from commands.pool import Meta
-from commands.pool_config import PoolConfig
 from commands.settings import Settings
-from web._deps import Services
+from web._deps import Services, ServicesDep
 from web._json import json_response, read_body
 from web.errors import check
 from web.routes_vm import PREFIX, docs
 from web.validation import ValidationFailure, parse_json_payload
 
-__all__ = ["config_routes"]
+__all__ = ["CONFIG_ROUTES"]
 
 _NOT_OK: dict[str, Any] = {"ok": False}
 _INTEGER = re.compile(r"\s*[+-]?\d+\s*")
@@ -57,165 +55,181 @@ def _pools(settings: Settings, name: str) -> list[str]:
     return list(settings.aliases().get(name, ()))
 
 
-def config_routes(s: Services) -> list[HTTPRouteHandler]:
-    """The override endpoints, over a :class:`PoolConfig` built once here."""
-    deps, settings = s.deps, s.deps.settings
-    service = PoolConfig(settings, deps.commands)
+async def _closed(s: Services, request: Request[Any, Any, Any]) -> Response[bytes] | None:
+    """405 when the experimental endpoints are off (before anything else, as vmpooler); then,
+    with auth configured, a valid token is required (raises: 401)."""
+    if not s.settings.config.experimental_features:
+        return json_response(_NOT_OK, 405)
+    await s.auth.requester(request, required=True)
+    return None
 
-    async def closed(request: Request[Any, Any, Any]) -> Response[bytes] | None:
-        """405 when the experimental endpoints are off (before anything else, as vmpooler); then,
-        with auth configured, a valid token is required (raises: 401)."""
-        if not settings.config.experimental_features:
-            return json_response(_NOT_OK, 405)
-        await s.auth.requester(request, required=True)
-        return None
 
-    async def opened(
-        request: Request[Any, Any, Any], family: str = "config"
-    ) -> dict[str, Any] | Response[bytes]:
-        """The request's JSON object, or the answer to give instead (see :func:`closed`); 404 for a
-        JSON ``null``; bad JSON raises (400) and counts ``<family>.invalid.unknown``."""
-        if (refused := await closed(request)) is not None:
-            return refused
-        payload = parse_json_payload(await read_body(request))
-        if isinstance(payload, ValidationFailure):
-            deps.metrics.increment(f"{family}.invalid.unknown")
-        body = check(payload)
-        return json_response(_NOT_OK, 404) if body is None else body
+async def _opened(
+    s: Services, request: Request[Any, Any, Any], family: str = "config"
+) -> dict[str, Any] | Response[bytes]:
+    """The request's JSON object, or the answer to give instead (see :func:`_closed`); 404 for a
+    JSON ``null``; bad JSON raises (400) and counts ``<family>.invalid.unknown``."""
+    if (refused := await _closed(s, request)) is not None:
+        return refused
+    payload = parse_json_payload(await read_body(request))
+    if isinstance(payload, ValidationFailure):
+        s.deps.metrics.increment(f"{family}.invalid.unknown")
+    body = check(payload)
+    return json_response(_NOT_OK, 404) if body is None else body
 
-    def count_invalid(family: str, names: list[str]) -> None:
-        for name in dict.fromkeys(names):
-            deps.metrics.increment(f"{family}.invalid.{metric_segment(name)}")
 
-    def meta() -> Meta:
-        return Meta("api", deps.new_id())
+def _count_invalid(s: Services, family: str, names: list[str]) -> None:
+    for name in dict.fromkeys(names):
+        s.deps.metrics.increment(f"{family}.invalid.{metric_segment(name)}")
 
-    async def apply(
-        body: dict[str, Any],
-        invalid: list[str],
-        key: str,
-        action: Callable[[str, Any, Meta], Awaitable[bool]],
-    ) -> Response[bytes]:
-        if invalid:
-            count_invalid("config", invalid)
-            return json_response({"ok": False, key: invalid}, 400)
-        m, changed = meta(), False
-        for name, value in body.items():
-            for pool in _pools(settings, name):
-                changed = await action(pool, value, m) or changed
-        return json_response({"ok": True}, 201 if changed else 200)
 
-    @post(
-        f"{PREFIX}/config/poolsize",
-        summary="Override pool sizes",
-        status_code=200,
-        description='Body `{"<pool>": "<size>"}`' + _GATE,
-        responses=docs(s200="unchanged", s201="changed", s400="`not_configured` or `message`"),
-    )
-    async def poolsize(request: Request[Any, Any, Any]) -> Response[bytes]:
-        body = await opened(request)
-        if isinstance(body, Response):
-            return body
-        invalid: list[str] = []
-        for name, value in body.items():
-            if not _pools(settings, name):
-                invalid.append(name)
-            size = _size(value)
-            if size is None or size < 0:
-                invalid.append(name)
+def _meta(s: Services) -> Meta:
+    return Meta("api", s.deps.new_id())
 
-        async def set_size(pool: str, value: Any, m: Meta) -> bool:
-            return await service.set_size(pool, _size(value) or 0, m)
 
-        return await apply(body, invalid, "not_configured", set_size)
+async def _apply(
+    s: Services,
+    body: dict[str, Any],
+    invalid: list[str],
+    key: str,
+    action: Callable[[str, Any, Meta], Awaitable[bool]],
+) -> Response[bytes]:
+    if invalid:
+        _count_invalid(s, "config", invalid)
+        return json_response({"ok": False, key: invalid}, 400)
+    m, changed = _meta(s), False
+    for name, value in body.items():
+        for pool in _pools(s.settings, name):
+            changed = await action(pool, value, m) or changed
+    return json_response({"ok": True}, 201 if changed else 200)
 
-    @post(
-        f"{PREFIX}/config/pooltemplate",
-        summary="Override pool templates (drains)",
-        status_code=200,
-        description='Body `{"<pool>": "<template path>"}`' + _GATE,
-        responses=docs(s200="unchanged", s201="changed", s400="`bad_templates` or `message`"),
-    )
-    async def pooltemplate(request: Request[Any, Any, Any]) -> Response[bytes]:
-        body = await opened(request)
-        if isinstance(body, Response):
-            return body
-        invalid: list[str] = []
-        for name, value in body.items():
-            if not _pools(settings, name):
-                invalid.append(name)
-            if _bad_template(value):
-                invalid.append(name)
-        return await apply(body, invalid, "bad_templates", service.set_template)
 
-    @post(
-        f"{PREFIX}/config/clonetarget",
-        summary="Override clone targets (drains)",
-        status_code=200,
-        description='Body `{"<pool>": "<cluster>"}`' + _GATE,
-        responses=docs(s200="unchanged", s201="changed", s400="`bad_templates` or `message`"),
-    )
-    async def clonetarget(request: Request[Any, Any, Any]) -> Response[bytes]:
-        body = await opened(request)
-        if isinstance(body, Response):
-            return body
-        invalid = [n for n, v in body.items() if not _pools(settings, n) or not isinstance(v, str)]
-        return await apply(body, invalid, "bad_templates", service.set_clone_target)
+@post(
+    f"{PREFIX}/config/poolsize",
+    summary="Override pool sizes",
+    status_code=200,
+    description='Body `{"<pool>": "<size>"}`' + _GATE,
+    responses=docs(s200="unchanged", s201="changed", s400="`not_configured` or `message`"),
+)
+async def poolsize(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+    body = await _opened(services, request)
+    if isinstance(body, Response):
+        return body
+    invalid: list[str] = []
+    for name, value in body.items():
+        if not _pools(services.settings, name):
+            invalid.append(name)
+        size = _size(value)
+        if size is None or size < 0:
+            invalid.append(name)
+    service = services.pool_config
 
-    @post(
-        f"{PREFIX}/poolreset",
-        summary="Drain and refill pools",
-        status_code=201,
-        description='Body `{"<pool>": "<anything>"}`' + _GATE,
-        responses=docs(s201='{"ok": true}', s400="`bad_pools` or `message`"),
-    )
-    async def poolreset(request: Request[Any, Any, Any]) -> Response[bytes]:
-        body = await opened(request, "poolreset")
-        if isinstance(body, Response):
-            return body
-        invalid = [n for n in body if not _pools(settings, n)]
-        if invalid:
-            count_invalid("poolreset", invalid)
-            return json_response({"ok": False, "bad_pools": invalid}, 400)
-        m = meta()
-        for name in body:
-            for pool in _pools(settings, name):
-                await service.reset(pool, m)
-        return json_response({"ok": True}, 201)
+    async def set_size(pool: str, value: Any, m: Meta) -> bool:
+        return await service.set_size(pool, _size(value) or 0, m)
 
-    async def undo(
-        request: Request[Any, Any, Any],
-        name: str,
-        action: Callable[[str, Meta], Awaitable[tuple[bool, Any, Any]]],
-        field: str,
-    ) -> Response[bytes]:
-        if (refused := await closed(request)) is not None:
-            return refused
-        pools = _pools(settings, name)
-        if not pools:
-            return json_response(_NOT_OK, 404)
-        changed, before, startup = await action(pools[0], meta())
-        body = {"ok": True, f"{field}_before_reset": before, f"{field}_before_overrides": startup}
-        return json_response(body, 201 if changed else 200)
+    return await _apply(services, body, invalid, "not_configured", set_size)
 
-    @delete(
-        f"{PREFIX}/config/poolsize/{{pool:str}}",
-        summary="Undo a pool size override",
-        status_code=200,
-        description="Back to the configured size" + _GATE,
-        responses=docs(s200="unchanged", s201="restored", s404='{"ok": false}: unknown pool'),
-    )
-    async def undo_size(pool: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
-        return await undo(request, pool, service.undo_size, "pool_size")
 
-    @delete(
-        f"{PREFIX}/config/pooltemplate/{{pool:str}}",
-        summary="Undo a pool template override",
-        status_code=200,
-        description="Back to the configured template (drains)" + _GATE,
-        responses=docs(s200="unchanged", s201="restored", s404='{"ok": false}: unknown pool'),
-    )
-    async def undo_template(pool: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
-        return await undo(request, pool, service.undo_template, "template")
+@post(
+    f"{PREFIX}/config/pooltemplate",
+    summary="Override pool templates (drains)",
+    status_code=200,
+    description='Body `{"<pool>": "<template path>"}`' + _GATE,
+    responses=docs(s200="unchanged", s201="changed", s400="`bad_templates` or `message`"),
+)
+async def pooltemplate(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+    body = await _opened(services, request)
+    if isinstance(body, Response):
+        return body
+    invalid: list[str] = []
+    for name, value in body.items():
+        if not _pools(services.settings, name):
+            invalid.append(name)
+        if _bad_template(value):
+            invalid.append(name)
+    return await _apply(services, body, invalid, "bad_templates", services.pool_config.set_template)
 
-    return [poolsize, pooltemplate, clonetarget, poolreset, undo_size, undo_template]
+
+@post(
+    f"{PREFIX}/config/clonetarget",
+    summary="Override clone targets (drains)",
+    status_code=200,
+    description='Body `{"<pool>": "<cluster>"}`' + _GATE,
+    responses=docs(s200="unchanged", s201="changed", s400="`bad_templates` or `message`"),
+)
+async def clonetarget(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+    body = await _opened(services, request)
+    if isinstance(body, Response):
+        return body
+    settings = services.settings
+    invalid = [n for n, v in body.items() if not _pools(settings, n) or not isinstance(v, str)]
+    return await _apply(services, body, invalid, "bad_templates", services.pool_config.set_clone_target)
+
+
+@post(
+    f"{PREFIX}/poolreset",
+    summary="Drain and refill pools",
+    status_code=201,
+    description='Body `{"<pool>": "<anything>"}`' + _GATE,
+    responses=docs(s201='{"ok": true}', s400="`bad_pools` or `message`"),
+)
+async def poolreset(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+    body = await _opened(services, request, "poolreset")
+    if isinstance(body, Response):
+        return body
+    settings = services.settings
+    invalid = [n for n in body if not _pools(settings, n)]
+    if invalid:
+        _count_invalid(services, "poolreset", invalid)
+        return json_response({"ok": False, "bad_pools": invalid}, 400)
+    m = _meta(services)
+    for name in body:
+        for pool in _pools(settings, name):
+            await services.pool_config.reset(pool, m)
+    return json_response({"ok": True}, 201)
+
+
+async def _undo(
+    s: Services,
+    request: Request[Any, Any, Any],
+    name: str,
+    action: Callable[[str, Meta], Awaitable[tuple[bool, Any, Any]]],
+    field: str,
+) -> Response[bytes]:
+    if (refused := await _closed(s, request)) is not None:
+        return refused
+    pools = _pools(s.settings, name)
+    if not pools:
+        return json_response(_NOT_OK, 404)
+    changed, before, startup = await action(pools[0], _meta(s))
+    body = {"ok": True, f"{field}_before_reset": before, f"{field}_before_overrides": startup}
+    return json_response(body, 201 if changed else 200)
+
+
+@delete(
+    f"{PREFIX}/config/poolsize/{{pool:str}}",
+    summary="Undo a pool size override",
+    status_code=200,
+    description="Back to the configured size" + _GATE,
+    responses=docs(s200="unchanged", s201="restored", s404='{"ok": false}: unknown pool'),
+)
+async def undo_size(
+    pool: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
+) -> Response[bytes]:
+    return await _undo(services, request, pool, services.pool_config.undo_size, "pool_size")
+
+
+@delete(
+    f"{PREFIX}/config/pooltemplate/{{pool:str}}",
+    summary="Undo a pool template override",
+    status_code=200,
+    description="Back to the configured template (drains)" + _GATE,
+    responses=docs(s200="unchanged", s201="restored", s404='{"ok": false}: unknown pool'),
+)
+async def undo_template(
+    pool: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
+) -> Response[bytes]:
+    return await _undo(services, request, pool, services.pool_config.undo_template, "template")
+
+
+CONFIG_ROUTES = [poolsize, pooltemplate, clonetarget, poolreset, undo_size, undo_template]

@@ -14,23 +14,21 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, delete, get, post
-from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
 from commands.checkout import Requester
 from commands.errors import ConflictError, NotFound
 from commands.metrics import metric_segment
-from commands.ondemand import OndemandService
 from commands.pool import Meta
 from projectors.ondemand import OndemandView
-from web._deps import Services
+from web._deps import Services, ServicesDep
 from web._json import json_response, read_body
 from web._render import hostname
 from web.errors import check
 from web.routes_vm import PREFIX, docs
 from web.validation import ValidationFailure, checkout_request_from_path, parse_json_payload
 
-__all__ = ["ondemand_body", "ondemand_routes", "parse_counts"]
+__all__ = ["ONDEMAND_ROUTES", "ondemand_body", "parse_counts"]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}", re.ASCII)
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
@@ -87,125 +85,131 @@ def _not_found(request_id: str) -> Response[bytes]:
     return json_response({"ok": False, "message": f"no request found for request_id '{request_id}'"}, 404)
 
 
-def ondemand_routes(s: Services) -> list[HTTPRouteHandler]:
-    """The on-demand endpoints, closed over the services built once by ``create_app``."""
-    deps, settings = s.deps, s.deps.settings
-    service = OndemandService(settings, deps.commands, s.checkout)
+async def _create(
+    s: Services, payload: dict[str, Any], request_id: object, requester: Requester | None
+) -> Response[bytes]:
+    settings, metrics = s.settings, s.deps.metrics
+    if not payload:
+        return json_response({"ok": False}, 404)
+    bad = [name for name in payload if not settings.candidates(name)]
+    if bad:
+        for name in bad:
+            metrics.increment(f"ondemandrequest_fail.invalid.{metric_segment(name)}")
+        return json_response({"ok": False, "bad_templates": bad}, 404)
+    wanted = check(parse_counts(payload))
     most = settings.config.max_ondemand_instances_per_request
-    metrics = deps.metrics
+    if any(count > most for _, count in wanted):
+        for name, count in wanted:
+            if count > most:
+                metrics.increment(f"ondemandrequest_fail.toomanyrequests.{metric_segment(name)}")
+        message = f"requested amount of instances exceeds the maximum {most}"
+        return json_response({"ok": False, "message": message}, 403)
+    if request_id is None:
+        rid = str(uuid.uuid4())
+    elif isinstance(request_id, str) and _REQUEST_ID.fullmatch(request_id):
+        rid = request_id
+    else:
+        message = "request_id must be 1-100 letters, digits, '.', '_' or '-'"
+        return json_response({"ok": False, "message": message}, 400)
+    actor = f"api:{requester.user}" if requester is not None and requester.user else "api"
+    try:
+        await s.ondemand.accept(rid, s.ondemand.plan(wanted), requester, Meta(actor, rid))
+    except ConflictError as exc:
+        metrics.increment("ondemandrequest_generate.duplicaterequests")
+        return json_response({"ok": False, "request_id": rid, "message": str(exc)}, 409)
+    metrics.increment("ondemandrequest_generate.success")
+    return json_response({"ok": True, "request_id": rid}, 201)
 
-    async def create(
-        payload: dict[str, Any], request_id: object, requester: Requester | None
-    ) -> Response[bytes]:
-        if not payload:
-            return json_response({"ok": False}, 404)
-        bad = [name for name in payload if not settings.candidates(name)]
-        if bad:
-            for name in bad:
-                metrics.increment(f"ondemandrequest_fail.invalid.{metric_segment(name)}")
-            return json_response({"ok": False, "bad_templates": bad}, 404)
-        wanted = check(parse_counts(payload))
-        if any(count > most for _, count in wanted):
-            for name, count in wanted:
-                if count > most:
-                    metrics.increment(f"ondemandrequest_fail.toomanyrequests.{metric_segment(name)}")
-            message = f"requested amount of instances exceeds the maximum {most}"
-            return json_response({"ok": False, "message": message}, 403)
-        if request_id is None:
-            rid = str(uuid.uuid4())
-        elif isinstance(request_id, str) and _REQUEST_ID.fullmatch(request_id):
-            rid = request_id
-        else:
-            message = "request_id must be 1-100 letters, digits, '.', '_' or '-'"
-            return json_response({"ok": False, "message": message}, 400)
-        actor = f"api:{requester.user}" if requester is not None and requester.user else "api"
-        try:
-            await service.accept(rid, service.plan(wanted), requester, Meta(actor, rid))
-        except ConflictError as exc:
-            metrics.increment("ondemandrequest_generate.duplicaterequests")
-            return json_response({"ok": False, "request_id": rid, "message": str(exc)}, 409)
-        metrics.increment("ondemandrequest_generate.success")
-        return json_response({"ok": True, "request_id": rid}, 201)
 
-    _POST_DOCS = docs(
-        s201='{"ok": true, "request_id": "<id>"}',
-        s400='{"ok": false, "message": "<why>"}: malformed body, count or request_id',
-        s401='{"ok": false}: auth is configured and no valid X-AUTH-TOKEN was sent',
-        s403='{"ok": false, "message": "requested amount of instances exceeds the maximum <n>"}',
-        s404='{"ok": false, "bad_templates": [...]}: unknown pools or aliases',
-        s409='{"ok": false, "request_id": "<id>", "message": ...}: request_id already used',
+_POST_DOCS = docs(
+    s201='{"ok": true, "request_id": "<id>"}',
+    s400='{"ok": false, "message": "<why>"}: malformed body, count or request_id',
+    s401='{"ok": false}: auth is configured and no valid X-AUTH-TOKEN was sent',
+    s403='{"ok": false, "message": "requested amount of instances exceeds the maximum <n>"}',
+    s404='{"ok": false, "bad_templates": [...]}: unknown pools or aliases',
+    s409='{"ok": false, "request_id": "<id>", "message": ...}: request_id already used',
+)
+
+
+@post(
+    f"{PREFIX}/ondemandvm",
+    summary="Request VMs on demand (JSON body)",
+    status_code=201,
+    responses=_POST_DOCS,
+    description='Body `{"<pool or alias>": "<count>", ..., "request_id": "<optional id>"}`.',
+)
+async def create_json(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+    services.deps.metrics.increment("http_requests_vm_total.post.ondemand.requestid")
+    requester = await services.auth.requester(request, required=True)
+    payload = check(parse_json_payload(await read_body(request)))
+    if payload is None:
+        return json_response({"ok": False}, 404)
+    payload = dict(payload)
+    return await _create(services, payload, payload.pop("request_id", None), requester)
+
+
+@post(
+    f"{PREFIX}/ondemandvm/{{names:str}}",
+    summary="Request VMs on demand (URL form)",
+    status_code=201,
+    responses=_POST_DOCS,
+    description="`<a>+<b>+<a>`: one VM per occurrence of a pool or alias.",
+)
+async def create_path(
+    names: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
+) -> Response[bytes]:
+    services.deps.metrics.increment("http_requests_vm_total.delete.ondemand.template")  # sic: vmpooler's
+    requester = await services.auth.requester(request, required=True)
+    wanted = checkout_request_from_path(names)
+    if isinstance(wanted, ValidationFailure):  # the ondemand endpoints answer with "message"
+        wanted = msgspec.structs.replace(wanted, key="message")
+    return await _create(services, dict(check(wanted)), None, requester)
+
+
+@get(
+    f"{PREFIX}/ondemandvm/{{request_id:str}}",
+    summary="Show an on-demand request",
+    responses=docs(
+        s200='{"ok": true, "request_id", "ready": true, "<requested>": {"hostname": [...]}} or a failed/deleted message',
+        s202='{"ok": true, "request_id", "ready": false, "<requested>": {"ready": "<n>", "pending": "<m>"}}',
+        s404='{"ok": false, "message": "no request found for request_id \'<id>\'"}',
+    ),
+)
+async def show(request_id: FromPath[str], services: ServicesDep) -> Response[bytes]:
+    services.deps.metrics.increment("http_requests_vm_total.get.ondemand.request")
+    found = await services.deps.reads.ondemand(request_id)
+    if found is None:
+        return _not_found(request_id)
+    body, status = ondemand_body(services, request_id, found)
+    return json_response(body, status)
+
+
+@delete(
+    f"{PREFIX}/ondemandvm/{{request_id:str}}",
+    summary="Cancel an on-demand request",
+    status_code=200,
+    responses=docs(
+        s200='{"ok": true} or {"ok": true, "message": "the request has already been deleted"}',
+        s401='{"ok": false}: auth is configured and the request\'s token was not sent',
+        s404='{"ok": false, "message": "no request found for request_id \'<id>\'"}',
+    ),
+)
+async def cancel(
+    request_id: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
+) -> Response[bytes]:
+    s = services
+    s.deps.metrics.increment("http_requests_vm_total.delete.ondemand.request")
+    requester = await s.auth.requester(request, required=True)
+    if s.auth.configured:  # a request made with a token is cancelled with that token only
+        await s.auth.owner_check(request, await s.ondemand.owner(request_id) or "")
+    actor = f"api:{requester.user}" if requester is not None and requester.user else "api"
+    try:
+        cancelled = await s.ondemand.cancel(request_id, Meta(actor, request_id))
+    except NotFound:
+        return _not_found(request_id)
+    return json_response(
+        {"ok": True} if cancelled else {"ok": True, "message": "the request has already been deleted"}
     )
 
-    @post(
-        f"{PREFIX}/ondemandvm",
-        summary="Request VMs on demand (JSON body)",
-        status_code=201,
-        responses=_POST_DOCS,
-        description='Body `{"<pool or alias>": "<count>", ..., "request_id": "<optional id>"}`.',
-    )
-    async def create_json(request: Request[Any, Any, Any]) -> Response[bytes]:
-        metrics.increment("http_requests_vm_total.post.ondemand.requestid")
-        requester = await s.auth.requester(request, required=True)
-        payload = check(parse_json_payload(await read_body(request)))
-        if payload is None:
-            return json_response({"ok": False}, 404)
-        payload = dict(payload)
-        return await create(payload, payload.pop("request_id", None), requester)
 
-    @post(
-        f"{PREFIX}/ondemandvm/{{names:str}}",
-        summary="Request VMs on demand (URL form)",
-        status_code=201,
-        responses=_POST_DOCS,
-        description="`<a>+<b>+<a>`: one VM per occurrence of a pool or alias.",
-    )
-    async def create_path(names: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
-        metrics.increment("http_requests_vm_total.delete.ondemand.template")  # sic: vmpooler's name
-        requester = await s.auth.requester(request, required=True)
-        wanted = checkout_request_from_path(names)
-        if isinstance(wanted, ValidationFailure):  # the ondemand endpoints answer with "message"
-            wanted = msgspec.structs.replace(wanted, key="message")
-        return await create(dict(check(wanted)), None, requester)
-
-    @get(
-        f"{PREFIX}/ondemandvm/{{request_id:str}}",
-        summary="Show an on-demand request",
-        responses=docs(
-            s200='{"ok": true, "request_id", "ready": true, "<requested>": {"hostname": [...]}} or a failed/deleted message',
-            s202='{"ok": true, "request_id", "ready": false, "<requested>": {"ready": "<n>", "pending": "<m>"}}',
-            s404='{"ok": false, "message": "no request found for request_id \'<id>\'"}',
-        ),
-    )
-    async def show(request_id: FromPath[str]) -> Response[bytes]:
-        metrics.increment("http_requests_vm_total.get.ondemand.request")
-        found = await deps.reads.ondemand(request_id)
-        if found is None:
-            return _not_found(request_id)
-        body, status = ondemand_body(s, request_id, found)
-        return json_response(body, status)
-
-    @delete(
-        f"{PREFIX}/ondemandvm/{{request_id:str}}",
-        summary="Cancel an on-demand request",
-        status_code=200,
-        responses=docs(
-            s200='{"ok": true} or {"ok": true, "message": "the request has already been deleted"}',
-            s401='{"ok": false}: auth is configured and the request\'s token was not sent',
-            s404='{"ok": false, "message": "no request found for request_id \'<id>\'"}',
-        ),
-    )
-    async def cancel(request_id: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
-        metrics.increment("http_requests_vm_total.delete.ondemand.request")
-        requester = await s.auth.requester(request, required=True)
-        if s.auth.configured:  # a request made with a token is cancelled with that token only
-            await s.auth.owner_check(request, await service.owner(request_id) or "")
-        actor = f"api:{requester.user}" if requester is not None and requester.user else "api"
-        try:
-            cancelled = await service.cancel(request_id, Meta(actor, request_id))
-        except NotFound:
-            return _not_found(request_id)
-        return json_response(
-            {"ok": True} if cancelled else {"ok": True, "message": "the request has already been deleted"}
-        )
-
-    return [create_json, create_path, show, cancel]
+ONDEMAND_ROUTES = [create_json, create_path, show, cancel]

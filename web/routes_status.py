@@ -8,13 +8,12 @@ import logging
 from typing import Any
 
 from litestar import Request, Response, get
-from litestar.handlers import HTTPRouteHandler
 from litestar.response import Redirect
 
-from commands.telemetry import StreamProbe, check_health
+from commands.telemetry import check_health
 from projectors.daily_stats import day_of
 from projectors.read_stats import combine
-from web._deps import Services
+from web._deps import HEALTH_MAX_LAG, ServicesDep
 from web._json import json_response
 from web._render_status import (
     SECTIONS,
@@ -26,113 +25,114 @@ from web._render_status import (
 )
 from web.routes_vm import PREFIX, docs
 
-__all__ = ["status_routes"]
+__all__ = ["STATUS_ROUTES"]
 
 log = logging.getLogger(__name__)
 
 _HEALTH_TIMEOUT_S = 2.0
-_HEALTH_MAX_LAG = 1000
-"""Entries a projection may be behind on one pool before ``/healthcheck`` answers 503."""
 
 
-def status_routes(s: Services) -> list[HTTPRouteHandler]:
-    """The read-only endpoints, closed over the services built once by ``create_app``."""
-    deps, settings = s.deps, s.deps.settings
-    pool_names = list(settings.pool_names)
-
-    @get(
-        f"{PREFIX}/status",
-        summary="Pool and queue status",
-        description="`?view=a,b` selects sections (boot, capacity, clone, pools, queue; status is always "
-        "there); no `view` or a bare `?view` gives all, `?view=` only status.",
-        responses=docs(s200="{boot, capacity, clone, pools, queue, status}"),
+@get(
+    f"{PREFIX}/status",
+    summary="Pool and queue status",
+    description="`?view=a,b` selects sections (boot, capacity, clone, pools, queue; status is always "
+    "there); no `view` or a bare `?view` gives all, `?view=` only status.",
+    responses=docs(s200="{boot, capacity, clone, pools, queue, status}"),
+)
+async def status(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+    deps, pool_names = services.deps, services.pool_names
+    present, value = query_param(request.scope["query_string"], "view")
+    wanted = set(SECTIONS) if not present or value is None else set(value.split(","))
+    needs_pools = bool(wanted & {"capacity", "queue", "pools"})
+    needs_stats = bool(wanted & {"clone", "boot"})
+    now = deps.clock()
+    views, day = await asyncio.gather(
+        deps.reads.pool_status(pool_names if needs_pools else []),
+        services.stats.day(pool_names if needs_stats else [], day_of(now)),
     )
-    async def status(request: Request[Any, Any, Any]) -> Response[bytes]:
-        present, value = query_param(request.scope["query_string"], "view")
-        wanted = set(SECTIONS) if not present or value is None else set(value.split(","))
-        needs_pools = bool(wanted & {"capacity", "queue", "pools"})
-        needs_stats = bool(wanted & {"clone", "boot"})
-        now = deps.clock()
-        views, day = await asyncio.gather(
-            deps.reads.pool_status(pool_names if needs_pools else []),
-            s.stats.day(pool_names if needs_stats else [], day_of(now)),
-        )
-        clone = combine(v.clone for v in day.values()) if needs_stats else None
-        boot = combine(v.boot for v in day.values()) if needs_stats else None
-        uptime = (now - deps.started_at) / 1000
-        return json_response(status_body(settings, wanted, views, clone, boot, uptime))
+    clone = combine(v.clone for v in day.values()) if needs_stats else None
+    boot = combine(v.boot for v in day.values()) if needs_stats else None
+    uptime = (now - deps.started_at) / 1000
+    return json_response(status_body(deps.settings, wanted, views, clone, boot, uptime))
 
-    @get(
-        f"{PREFIX}/poolstat",
-        summary="Ready and size of some pools",
-        description="`?pool=a,b`: pools named, or aliased, by any of the names.",
-        responses=docs(s200='{"pools": {"<pool>": {"max", "alias", "ready"}}}'),
-    )
-    async def poolstat(request: Request[Any, Any, Any]) -> Response[bytes]:
-        _, value = query_param(request.scope["query_string"], "pool")
-        pools = pools_matching(settings, set(value.split(","))) if value else []
-        views = await deps.reads.pool_status([p.name for p in pools])
-        return json_response(poolstat_body(pools, views))
 
-    @get(
-        f"{PREFIX}/totalrunning",
-        summary="Checked-out VMs across pools",
-        responses=docs(s200='{"running": <n>}'),
-    )
-    async def totalrunning() -> Response[bytes]:
-        views = await deps.reads.pool_status(pool_names)
-        return json_response({"running": sum(v.counts.get("running", 0) for v in views.values())})
+@get(
+    f"{PREFIX}/poolstat",
+    summary="Ready and size of some pools",
+    description="`?pool=a,b`: pools named, or aliased, by any of the names.",
+    responses=docs(s200='{"pools": {"<pool>": {"max", "alias", "ready"}}}'),
+)
+async def poolstat(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+    _, value = query_param(request.scope["query_string"], "pool")
+    pools = pools_matching(services.settings, set(value.split(","))) if value else []
+    views = await services.deps.reads.pool_status([p.name for p in pools])
+    return json_response(poolstat_body(pools, views))
 
-    @get(
-        f"{PREFIX}/config",
-        summary="Pool configuration",
-        description="The configured pools with their effective size and template (no secrets).",
-        responses=docs(
-            s200='{"pool_configuration": [...], "status": {"ok": true}}',
-            s404='{"ok": false}: no pools configured',
-        ),
-    )
-    async def config() -> Response[bytes]:
-        if not pool_names:
-            return json_response({"ok": False}, 404)
-        return json_response(config_body(settings, await deps.reads.pool_status(pool_names)))
 
-    probe = StreamProbe(deps.redis, deps.keys, cap=_HEALTH_MAX_LAG + 1)
+@get(
+    f"{PREFIX}/totalrunning",
+    summary="Checked-out VMs across pools",
+    responses=docs(s200='{"running": <n>}'),
+)
+async def totalrunning(services: ServicesDep) -> Response[bytes]:
+    views = await services.deps.reads.pool_status(services.pool_names)
+    return json_response({"running": sum(v.counts.get("running", 0) for v in views.values())})
+
+
+@get(
+    f"{PREFIX}/config",
+    summary="Pool configuration",
+    description="The configured pools with their effective size and template (no secrets).",
+    responses=docs(
+        s200='{"pool_configuration": [...], "status": {"ok": true}}',
+        s404='{"ok": false}: no pools configured',
+    ),
+)
+async def config(services: ServicesDep) -> Response[bytes]:
+    if not services.pool_names:
+        return json_response({"ok": False}, 404)
+    views = await services.deps.reads.pool_status(services.pool_names)
+    return json_response(config_body(services.settings, views))
+
+
+@get(
+    "/healthcheck",
+    summary="Health: Redis, projector lag, worker liveness",
+    description="200 when Redis answers, no projection is more than "
+    f"{HEALTH_MAX_LAG} entries behind on a pool, and a worker is alive whenever "
+    "work waits; 503 otherwise. The body explains (`problems`).",
+    responses=docs(
+        s200='{"ok": true, "redis": true, "lag": {"<group>": <entries>}, "workers": '
+        '{"live": <n>, "waiting": <n>}, "problems": []}',
+        s503='{"ok": false, ...} with `problems`; {"ok": false, "redis": false} when Redis does not answer',
+    ),
+)
+async def healthcheck(services: ServicesDep) -> Response[bytes]:
+    deps = services.deps
     # a busy worker heartbeats every third of the reclaim idle time; give it a whole idle time
-    live_ms = max(60_000, settings.config.reclaim_idle_seconds * 1000)
+    live_ms = max(60_000, deps.settings.config.reclaim_idle_seconds * 1000)
+    try:
+        async with asyncio.timeout(_HEALTH_TIMEOUT_S):
+            await deps.redis.ping()
+            health = await check_health(
+                services.probe, services.pool_names, max_lag=HEALTH_MAX_LAG, live_ms=live_ms
+            )
+    except Exception as exc:  # any failure to answer is "unhealthy", never a 500
+        log.warning("healthcheck: Redis does not answer: %r", exc)
+        return json_response({"ok": False, "redis": False}, 503)
+    body = {
+        "ok": health.ok,
+        "redis": True,
+        "lag": health.lag,
+        "workers": {"live": health.live_workers, "waiting": health.waiting},
+        "problems": health.problems,
+    }
+    return json_response(body, 200 if health.ok else 503)
 
-    @get(
-        "/healthcheck",
-        summary="Health: Redis, projector lag, worker liveness",
-        description="200 when Redis answers, no projection is more than "
-        f"{_HEALTH_MAX_LAG} entries behind on a pool, and a worker is alive whenever "
-        "work waits; 503 otherwise. The body explains (`problems`).",
-        responses=docs(
-            s200='{"ok": true, "redis": true, "lag": {"<group>": <entries>}, "workers": '
-            '{"live": <n>, "waiting": <n>}, "problems": []}',
-            s503='{"ok": false, ...} with `problems`; {"ok": false, "redis": false} '
-            "when Redis does not answer",
-        ),
-    )
-    async def healthcheck() -> Response[bytes]:
-        try:
-            async with asyncio.timeout(_HEALTH_TIMEOUT_S):
-                await deps.redis.ping()
-                health = await check_health(probe, pool_names, max_lag=_HEALTH_MAX_LAG, live_ms=live_ms)
-        except Exception as exc:  # any failure to answer is "unhealthy", never a 500
-            log.warning("healthcheck: Redis does not answer: %r", exc)
-            return json_response({"ok": False, "redis": False}, 503)
-        body = {
-            "ok": health.ok,
-            "redis": True,
-            "lag": health.lag,
-            "workers": {"live": health.live_workers, "waiting": health.waiting},
-            "problems": health.problems,
-        }
-        return json_response(body, 200 if health.ok else 503)
 
-    @get("/", summary="Redirect to the dashboard", include_in_schema=False)
-    async def root() -> Redirect:
-        return Redirect(path="/dashboard/", status_code=302)
+@get("/", summary="Redirect to the dashboard", include_in_schema=False)
+async def root() -> Redirect:
+    return Redirect(path="/dashboard/", status_code=302)
 
-    return [status, poolstat, totalrunning, config, healthcheck, root]
+
+STATUS_ROUTES = [status, poolstat, totalrunning, config, healthcheck, root]

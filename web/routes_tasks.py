@@ -11,19 +11,18 @@ import string
 from typing import Any
 
 from litestar import Request, Response, post
-from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
 from commands.errors import NotFound, Refused
 from commands.pool import Meta
 from events import Event, VmDiskRequested, VmRevertRequested, VmSnapshotRequested
-from web._deps import Services
+from web._deps import Services, ServicesDep
 from web._json import OK, json_response
 from web.errors import check
-from web.routes_vm import PREFIX, docs
+from web.routes_vm import PREFIX, check_owner, docs
 from web.validation import shorten_hostname, validate_disk_size, validate_hostname
 
-__all__ = ["snapshot_name", "task_routes"]
+__all__ = ["TASK_ROUTES", "snapshot_name"]
 
 _ALPHABET = string.ascii_lowercase + string.digits
 _FIRST = string.ascii_lowercase[:25]  # vmpooler: o[rand(25)], so a..y
@@ -34,82 +33,82 @@ def snapshot_name() -> str:
     return secrets.choice(_FIRST) + "".join(secrets.choice(_ALPHABET) for _ in range(31))
 
 
-def task_routes(s: Services) -> list[HTTPRouteHandler]:
-    """The disk and snapshot endpoints, closed over the services built once by ``create_app``."""
-    deps = s.deps
+async def _ask(s: Services, pool: str, vm: str, event: Event) -> None:
+    try:
+        await s.deps.commands.append(pool, [(vm, event)], Meta("api", s.deps.new_id()))
+    except Refused as exc:
+        # vmpooler queues the task whatever the VM's state (it fails later); we refuse at once.
+        raise NotFound(f"VM {vm!r} is {exc.state or 'gone'}") from None
 
-    async def authorize(request: Request[Any, Any, Any], vm: str) -> None:
-        # A VM checked out with a token accepts only that token (vmpooler lets any token act on any VM).
-        if s.auth.configured:
-            view = await deps.reads.vm(vm) if vm else None
-            await s.auth.owner_check(request, view.token_hash if view is not None else "")
 
-    async def ask(pool: str, vm: str, event: Event) -> None:
-        try:
-            await deps.commands.append(pool, [(vm, event)], Meta("api", deps.new_id()))
-        except Refused as exc:
-            # vmpooler queues the task whatever the VM's state (it fails later); we refuse at once.
-            raise NotFound(f"VM {vm!r} is {exc.state or 'gone'}") from None
+@post(
+    f"{PREFIX}/vm/{{hostname:str}}/disk/{{size:str}}",
+    summary="Add a disk to a VM",
+    status_code=202,
+    responses=docs(
+        s202='{"ok": true, "<vm>": {"disk": "+<size>gb"}}',
+        s400='{"ok": false, "error": "<why>"}: malformed hostname or size (1..2048)',
+        s404='{"ok": false}: no such VM, or it is not booting, ready or running',
+    ),
+)
+async def add_disk(
+    hostname: FromPath[str], size: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
+) -> Response[bytes]:
+    s = services
+    s.deps.metrics.increment("http_requests_vm_total.post.vm.disksize")
+    await s.auth.requester(request, required=True)  # before anything else, as vmpooler
+    vm = shorten_hostname(check(validate_hostname(hostname)))
+    # A VM checked out with a token accepts only that token (vmpooler lets any token act on any VM).
+    await check_owner(s, request, vm)
+    gb = check(validate_disk_size(size))
+    await _ask(s, await s.vm_ops.locate(vm), vm, VmDiskRequested(size_gb=gb))
+    return json_response({"ok": True, vm: {"disk": f"+{gb}gb"}}, 202)
 
-    @post(
-        f"{PREFIX}/vm/{{hostname:str}}/disk/{{size:str}}",
-        summary="Add a disk to a VM",
-        status_code=202,
-        responses=docs(
-            s202='{"ok": true, "<vm>": {"disk": "+<size>gb"}}',
-            s400='{"ok": false, "error": "<why>"}: malformed hostname or size (1..2048)',
-            s404='{"ok": false}: no such VM, or it is not booting, ready or running',
-        ),
-    )
-    async def add_disk(
-        hostname: FromPath[str], size: FromPath[str], request: Request[Any, Any, Any]
-    ) -> Response[bytes]:
-        deps.metrics.increment("http_requests_vm_total.post.vm.disksize")
-        await s.auth.requester(request, required=True)  # before anything else, as vmpooler
-        vm = shorten_hostname(check(validate_hostname(hostname)))
-        await authorize(request, vm)
-        gb = check(validate_disk_size(size))
-        await ask(await s.vm_ops.locate(vm), vm, VmDiskRequested(size_gb=gb))
-        return json_response({"ok": True, vm: {"disk": f"+{gb}gb"}}, 202)
 
-    @post(
-        f"{PREFIX}/vm/{{hostname:str}}/snapshot",
-        summary="Snapshot a VM",
-        status_code=202,
-        responses=docs(
-            s202='{"ok": true, "<vm>": {"snapshot": "<name>"}}',
-            s404='{"ok": false}: no such VM, or it is not booting, ready or running',
-        ),
-    )
-    async def take_snapshot(hostname: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
-        deps.metrics.increment("http_requests_vm_total.post.vm.snapshot")
-        await s.auth.requester(request, required=True)
-        vm = shorten_hostname(hostname)  # vmpooler does not validate hostnames here; unknown ones are 404
-        pool = await s.vm_ops.locate(vm)
-        await authorize(request, vm)
-        name = snapshot_name()
-        await ask(pool, vm, VmSnapshotRequested(name=name))
-        return json_response({"ok": True, vm: {"snapshot": name}}, 202)
+@post(
+    f"{PREFIX}/vm/{{hostname:str}}/snapshot",
+    summary="Snapshot a VM",
+    status_code=202,
+    responses=docs(
+        s202='{"ok": true, "<vm>": {"snapshot": "<name>"}}',
+        s404='{"ok": false}: no such VM, or it is not booting, ready or running',
+    ),
+)
+async def take_snapshot(
+    hostname: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
+) -> Response[bytes]:
+    s = services
+    s.deps.metrics.increment("http_requests_vm_total.post.vm.snapshot")
+    await s.auth.requester(request, required=True)
+    vm = shorten_hostname(hostname)  # vmpooler does not validate hostnames here; unknown ones are 404
+    pool = await s.vm_ops.locate(vm)
+    await check_owner(s, request, vm)
+    name = snapshot_name()
+    await _ask(s, pool, vm, VmSnapshotRequested(name=name))
+    return json_response({"ok": True, vm: {"snapshot": name}}, 202)
 
-    @post(
-        f"{PREFIX}/vm/{{hostname:str}}/snapshot/{{snapshot:str}}",
-        summary="Revert a VM to a snapshot",
-        status_code=202,
-        responses=docs(
-            s202='{"ok": true}',
-            s404='{"ok": false}: no such VM or snapshot, or the VM is not booting, ready or running',
-        ),
-    )
-    async def revert_snapshot(
-        hostname: FromPath[str], snapshot: FromPath[str], request: Request[Any, Any, Any]
-    ) -> Response[bytes]:
-        await s.auth.requester(request, required=True)
-        vm = shorten_hostname(hostname)
-        await authorize(request, vm)
-        view = await deps.reads.vm(vm) if vm else None
-        if view is None or snapshot not in view.snapshots:
-            raise NotFound(f"VM {vm!r} has no snapshot {snapshot!r}")
-        await ask(view.pool, vm, VmRevertRequested(name=snapshot))
-        return json_response(OK, 202)
 
-    return [add_disk, take_snapshot, revert_snapshot]
+@post(
+    f"{PREFIX}/vm/{{hostname:str}}/snapshot/{{snapshot:str}}",
+    summary="Revert a VM to a snapshot",
+    status_code=202,
+    responses=docs(
+        s202='{"ok": true}',
+        s404='{"ok": false}: no such VM or snapshot, or the VM is not booting, ready or running',
+    ),
+)
+async def revert_snapshot(
+    hostname: FromPath[str], snapshot: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
+) -> Response[bytes]:
+    s = services
+    await s.auth.requester(request, required=True)
+    vm = shorten_hostname(hostname)
+    await check_owner(s, request, vm)
+    view = await s.deps.reads.vm(vm) if vm else None
+    if view is None or snapshot not in view.snapshots:
+        raise NotFound(f"VM {vm!r} has no snapshot {snapshot!r}")
+    await _ask(s, view.pool, vm, VmRevertRequested(name=snapshot))
+    return json_response(OK, 202)
+
+
+TASK_ROUTES = [add_disk, take_snapshot, revert_snapshot]

@@ -1,7 +1,7 @@
 """``/api/v3/vm``: list pools, check VMs out (JSON body or URL form), show, update and return a VM.
 
 Handlers are thin: validate (``web.validation``) -> command or read -> render (``web._render``).
-Failures are raised and rendered by ``web.errors``.
+Failures are raised and rendered by ``web.errors``. Handlers get the app's :class:`Services` injected.
 """
 
 from __future__ import annotations
@@ -9,14 +9,13 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from litestar import Request, Response, delete, get, post, put
-from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
 from commands.errors import NotFound, QuotaError
 from commands.metrics import metric_segment
 from commands.pool import Meta
-from web._deps import Services
+from web._deps import Services, ServicesDep
 from web._json import OK, json_response, read_body
 from web._render import checkout_body, vm_body
 from web.errors import check
@@ -30,7 +29,7 @@ from web.validation import (
     validate_hostname,
 )
 
-__all__ = ["docs", "vm_routes"]
+__all__ = ["VM_ROUTES", "docs"]
 
 PREFIX = "/api/v3"
 
@@ -56,157 +55,177 @@ _CHECKOUT_DOCS = docs(
 _HOSTNAME_400 = '{"ok": false, "error": "<why>"}: malformed hostname'
 
 
-def vm_routes(s: Services) -> list[HTTPRouteHandler]:
-    """The VM endpoints, closed over the services built once by ``create_app``."""
-    deps, settings = s.deps, s.deps.settings
-    pool_names = list(settings.pool_names)
-    max_lifetime, allowed_tags = settings.config.max_lifetime_upper_limit, settings.config.allowed_tags
-    metrics = deps.metrics
+def _counted(s: Services, operation: str) -> None:
+    s.deps.metrics.increment(f"http_requests_vm_total.{operation}")
 
-    def counted(operation: str) -> None:
-        metrics.increment(f"http_requests_vm_total.{operation}")
 
-    async def hand_out(wanted: list[tuple[str, int]], request: Request[Any, Any, Any]) -> Response[bytes]:
-        # With auth configured, a sent X-AUTH-TOKEN must be valid (401); its user owns the VMs.
-        requester = await s.auth.requester(request, required=False)
-        for name, _ in wanted:
-            if not settings.candidates(name):
-                metrics.increment(f"checkout.invalid.{metric_segment(name)}")
-        try:
-            taken = await s.checkout.checkout(wanted, correlation_id=deps.new_id(), requester=requester)
-        except QuotaError:
-            for name in await short_of(wanted):
-                metrics.increment(f"checkout.empty.{metric_segment(name)}")
-            raise
-        return json_response(checkout_body(settings, taken))
+async def _hand_out(
+    s: Services, wanted: list[tuple[str, int]], request: Request[Any, Any, Any]
+) -> Response[bytes]:
+    # With auth configured, a sent X-AUTH-TOKEN must be valid (401); its user owns the VMs.
+    requester = await s.auth.requester(request, required=False)
+    settings, metrics = s.settings, s.deps.metrics
+    for name, _ in wanted:
+        if not settings.candidates(name):
+            metrics.increment(f"checkout.invalid.{metric_segment(name)}")
+    try:
+        taken = await s.checkout.checkout(wanted, correlation_id=s.deps.new_id(), requester=requester)
+    except QuotaError:
+        for name in await _short_of(s, wanted):
+            metrics.increment(f"checkout.empty.{metric_segment(name)}")
+        raise
+    return json_response(checkout_body(settings, taken))
 
-    async def short_of(wanted: list[tuple[str, int]]) -> list[str]:
-        """The requested names that could not be served (by the status projection), for
-        ``checkout.empty``; the only name when there is one."""
-        if len(wanted) == 1:
-            return [wanted[0][0]]
-        try:
-            views = await deps.reads.pool_status(
-                sorted({p for n, _ in wanted for p in settings.candidates(n)})
-            )
-        except Exception:  # a metric must never change the answer
-            return [wanted[0][0]]
-        ready = {pool: view.counts.get("ready", 0) for pool, view in views.items()}
-        short = [n for n, count in wanted if sum(ready[p] for p in settings.candidates(n)) < count]
-        return short or [wanted[0][0]]
 
-    def checked(result: T | ValidationFailure) -> T:
-        """A checkout request's validated value; a malformed one counts ``checkout.invalid.unknown``."""
-        if isinstance(result, ValidationFailure):
-            metrics.increment("checkout.invalid.unknown")
-        return check(result)
+async def _short_of(s: Services, wanted: list[tuple[str, int]]) -> list[str]:
+    """The requested names that could not be served (by the status projection), for
+    ``checkout.empty``; the only name when there is one."""
+    if len(wanted) == 1:
+        return [wanted[0][0]]
+    settings = s.settings
+    try:
+        views = await s.deps.reads.pool_status(sorted({p for n, _ in wanted for p in settings.candidates(n)}))
+    except Exception:  # a metric must never change the answer
+        return [wanted[0][0]]
+    ready = {pool: view.counts.get("ready", 0) for pool, view in views.items()}
+    short = [n for n, count in wanted if sum(ready[p] for p in settings.candidates(n)) < count]
+    return short or [wanted[0][0]]
 
-    async def check_owner(request: Request[Any, Any, Any], vm: str) -> None:
-        # Tokens exist only with auth configured; a VM checked out with one needs that token (401).
-        if s.auth.configured:
-            view = await deps.reads.vm(vm)
-            await s.auth.owner_check(request, view.token_hash if view is not None else "")
 
-    @get(
-        f"{PREFIX}/vm",
-        summary="List the pools",
-        description="Names of the configured pools (not their aliases).",
-        responses=docs(s200='["<pool>", ...]'),
-    )
-    async def list_pools() -> Response[bytes]:
-        return json_response(pool_names)
+def _checked(s: Services, result: T | ValidationFailure) -> T:
+    """A checkout request's validated value; a malformed one counts ``checkout.invalid.unknown``."""
+    if isinstance(result, ValidationFailure):
+        s.deps.metrics.increment("checkout.invalid.unknown")
+    return check(result)
 
-    @post(
-        f"{PREFIX}/vm",
-        summary="Check out VMs (JSON body)",
-        status_code=200,
-        responses=_CHECKOUT_DOCS,
-        description='Body `{"<pool or alias>": "<count>", ...}`; all VMs or none.',
-    )
-    async def checkout_json(request: Request[Any, Any, Any]) -> Response[bytes]:
-        counted("post.vm.checkout")
-        body = checked(parse_json_body(await read_body(request)))
-        return await hand_out(checked(checkout_request_from_body(body)), request)
 
-    @post(
-        f"{PREFIX}/vm/{{hostname:str}}",
-        summary="Check out VMs (URL form)",
-        status_code=200,
-        responses=_CHECKOUT_DOCS,
-        description="`<a>+<b>+<a>`: one VM per occurrence of a pool or alias; the body is ignored.",
-    )
-    async def checkout_path(hostname: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
-        counted("get.vm.template")  # vmpooler's name for this POST
-        return await hand_out(checked(checkout_request_from_path(hostname)), request)
+async def check_owner(s: Services, request: Request[Any, Any, Any], vm: str) -> None:
+    """A VM checked out with a token needs that token, or an admin's (raises: 401). Tokens exist
+    only with auth configured."""
+    if s.auth.configured:
+        view = await s.deps.reads.vm(vm) if vm else None
+        await s.auth.owner_check(request, view.token_hash if view is not None else "")
 
-    @get(
-        f"{PREFIX}/vm/{{hostname:str}}",
-        summary="Show a VM",
-        responses=docs(
-            s200='{"ok": true, "<vm>": {"template", "lifetime", "state", ...}}',
-            s400=_HOSTNAME_400,
-            s404='{"ok": false}: no such VM',
-        ),
-    )
-    async def show_vm(hostname: FromPath[str]) -> Response[bytes]:
-        counted("get.vm.hostname")
-        vm = shorten_hostname(check(validate_hostname(hostname)))
-        view = await deps.reads.vm(vm)
-        body = vm_body(view, settings, deps.clock()) if view is not None else None
-        if body is None:
-            raise NotFound(vm)
-        return json_response({"ok": True, vm: body})
 
-    @put(
-        f"{PREFIX}/vm/{{hostname:str}}",
-        summary="Change a VM's lifetime or tags",
-        status_code=200,
-        description='Body `{"lifetime": <hours since checkout>, "tags": {"<key>": "<value>"}}`.',
-        responses=docs(
-            s200='{"ok": true}',
-            s400='{"ok": false, "failure": [...]} or {"ok": false, "error": ...}',
-            s404='{"ok": false}: no such VM',
-            s409='{"ok": false, "error": ...}: VM not running',
-        ),
-    )
-    async def update_vm(hostname: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
-        counted("put.vm.modify")
-        vm = shorten_hostname(check(validate_hostname(hostname)))
-        pool = await s.vm_ops.locate(vm)
-        body = check(parse_json_body(await read_body(request)))
-        if "lifetime" in body:  # as in vmpooler, before any failure is reported
-            await s.auth.requester(request, required=True)
-            await check_owner(request, vm)
-        update = check(
-            parse_vm_update(
-                body, max_lifetime_upper_limit=max_lifetime, allowed_tags=allowed_tags, tagfilter=s.tagfilter
-            )
+@get(
+    f"{PREFIX}/vm",
+    summary="List the pools",
+    description="Names of the configured pools (not their aliases).",
+    responses=docs(s200='["<pool>", ...]'),
+)
+async def list_pools(services: ServicesDep) -> Response[bytes]:
+    return json_response(services.pool_names)
+
+
+@post(
+    f"{PREFIX}/vm",
+    summary="Check out VMs (JSON body)",
+    status_code=200,
+    responses=_CHECKOUT_DOCS,
+    description='Body `{"<pool or alias>": "<count>", ...}`; all VMs or none.',
+)
+async def checkout_json(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+    _counted(services, "post.vm.checkout")
+    body = _checked(services, parse_json_body(await read_body(request)))
+    return await _hand_out(services, _checked(services, checkout_request_from_body(body)), request)
+
+
+@post(
+    f"{PREFIX}/vm/{{hostname:str}}",
+    summary="Check out VMs (URL form)",
+    status_code=200,
+    responses=_CHECKOUT_DOCS,
+    description="`<a>+<b>+<a>`: one VM per occurrence of a pool or alias; the body is ignored.",
+)
+async def checkout_path(
+    hostname: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
+) -> Response[bytes]:
+    _counted(services, "get.vm.template")  # vmpooler's name for this POST
+    return await _hand_out(services, _checked(services, checkout_request_from_path(hostname)), request)
+
+
+@get(
+    f"{PREFIX}/vm/{{hostname:str}}",
+    summary="Show a VM",
+    responses=docs(
+        s200='{"ok": true, "<vm>": {"template", "lifetime", "state", ...}}',
+        s400=_HOSTNAME_400,
+        s404='{"ok": false}: no such VM',
+    ),
+)
+async def show_vm(hostname: FromPath[str], services: ServicesDep) -> Response[bytes]:
+    _counted(services, "get.vm.hostname")
+    vm = shorten_hostname(check(validate_hostname(hostname)))
+    deps = services.deps
+    view = await deps.reads.vm(vm)
+    body = vm_body(view, deps.settings, deps.clock()) if view is not None else None
+    if body is None:
+        raise NotFound(vm)
+    return json_response({"ok": True, vm: body})
+
+
+@put(
+    f"{PREFIX}/vm/{{hostname:str}}",
+    summary="Change a VM's lifetime or tags",
+    status_code=200,
+    description='Body `{"lifetime": <hours since checkout>, "tags": {"<key>": "<value>"}}`.',
+    responses=docs(
+        s200='{"ok": true}',
+        s400='{"ok": false, "failure": [...]} or {"ok": false, "error": ...}',
+        s404='{"ok": false}: no such VM',
+        s409='{"ok": false, "error": ...}: VM not running',
+    ),
+)
+async def update_vm(
+    hostname: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
+) -> Response[bytes]:
+    s = services
+    _counted(s, "put.vm.modify")
+    vm = shorten_hostname(check(validate_hostname(hostname)))
+    pool = await s.vm_ops.locate(vm)
+    body = check(parse_json_body(await read_body(request)))
+    if "lifetime" in body:  # as in vmpooler, before any failure is reported
+        await s.auth.requester(request, required=True)
+        await check_owner(s, request, vm)
+    config = s.settings.config
+    update = check(
+        parse_vm_update(
+            body,
+            max_lifetime_upper_limit=config.max_lifetime_upper_limit,
+            allowed_tags=config.allowed_tags,
+            tagfilter=s.tagfilter,
         )
-        meta = Meta("api", deps.new_id())
-        await s.vm_ops.update(pool, vm, lifetime=update.lifetime, tags=update.tags, meta=meta)
-        return json_response(OK)
-
-    @delete(
-        f"{PREFIX}/vm/{{hostname:str}}",
-        summary="Return a checked-out VM",
-        status_code=200,
-        responses=docs(
-            s200='{"ok": true}',
-            s400=_HOSTNAME_400,
-            s404='{"ok": false}: no such VM, or it is not checked out',
-        ),
     )
-    async def return_vm(hostname: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
-        counted("delete.vm.hostname")
-        vm = shorten_hostname(check(validate_hostname(hostname)))
-        try:
-            if s.auth.configured:  # an unknown VM is 404 before any 401
-                await s.vm_ops.locate(vm)
-                await check_owner(request, vm)
-            await s.vm_ops.give_back(vm, Meta("api", deps.new_id()))
-        except NotFound:  # delete.success is counted from the log (projectors.metrics)
-            metrics.increment("delete.failed")
-            raise
-        return json_response(OK)
+    meta = Meta("api", s.deps.new_id())
+    await s.vm_ops.update(pool, vm, lifetime=update.lifetime, tags=update.tags, meta=meta)
+    return json_response(OK)
 
-    return [list_pools, checkout_json, checkout_path, show_vm, update_vm, return_vm]
+
+@delete(
+    f"{PREFIX}/vm/{{hostname:str}}",
+    summary="Return a checked-out VM",
+    status_code=200,
+    responses=docs(
+        s200='{"ok": true}',
+        s400=_HOSTNAME_400,
+        s404='{"ok": false}: no such VM, or it is not checked out',
+    ),
+)
+async def return_vm(
+    hostname: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
+) -> Response[bytes]:
+    s = services
+    _counted(s, "delete.vm.hostname")
+    vm = shorten_hostname(check(validate_hostname(hostname)))
+    try:
+        if s.auth.configured:  # an unknown VM is 404 before any 401
+            await s.vm_ops.locate(vm)
+            await check_owner(s, request, vm)
+        await s.vm_ops.give_back(vm, Meta("api", s.deps.new_id()))
+    except NotFound:  # delete.success is counted from the log (projectors.metrics)
+        s.deps.metrics.increment("delete.failed")
+        raise
+    return json_response(OK)
+
+
+VM_ROUTES = [list_pools, checkout_json, checkout_path, show_vm, update_vm, return_vm]

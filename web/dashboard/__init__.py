@@ -3,6 +3,6 @@ vmpooler's ``/dashboard/stats/vmpooler/{pool,running}`` answered from our own hi
 
 from __future__ import annotations
 
-from ._routes import dashboard_routes
+from ._routes import DASHBOARD_ROUTES, Dashboard
 
-__all__ = ["dashboard_routes"]
+__all__ = ["DASHBOARD_ROUTES", "Dashboard"]

@@ -1,16 +1,20 @@
-"""Dashboard routes. Everything reads projections (the feed and a VM's history read the log)."""
+"""Dashboard routes. Everything reads projections (the feed and a VM's history read the log).
+
+Handlers are module-level; each app's :class:`Dashboard` (its snapshots, live hub, audit reader and
+static files) reaches them by dependency injection (``dashboard: Dashboard``)."""
 
 from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, TypeAlias
 
 import msgspec
 from litestar import Request, Response, get
+from litestar.di import NamedDependency, Provide
 from litestar.enums import MediaType
-from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 from litestar.response import Stream
 
@@ -21,7 +25,7 @@ from web._json import json_response
 from ._data import Snapshots, major
 from ._live import Hub, sse_stream
 
-__all__ = ["dashboard_routes"]
+__all__ = ["DASHBOARD_ROUTES", "Dashboard"]
 
 _encoder = msgspec.json.Encoder()
 _POSITION = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -52,117 +56,168 @@ def _flag(request: Request[Any, Any, Any], name: str) -> bool:
     return value is not None and value.lower() not in ("0", "false", "no")
 
 
-def dashboard_routes(s: Services) -> list[HTTPRouteHandler]:
-    """The dashboard's routes, closed over one :class:`Snapshots` and one live :class:`Hub`."""
-    deps, settings = s.deps, s.deps.settings
-    pools = list(settings.pool_names)
-    sizes = {p.name: p.size for p in settings.pools}
-    snapshots = Snapshots(deps.redis, deps.keys, deps.reads, pools, sizes)
-    hub = Hub(deps.redis, deps.keys, snapshots)
-    audit = AuditLog(deps.redis, deps.keys)
-    assets = _assets(settings.config.site_name or "vmpooler")
+@dataclass(frozen=True, slots=True)
+class Dashboard:
+    """What the dashboard's handlers share, built once per app.
 
-    @get("/dashboard/", include_in_schema=False)
-    async def page() -> Response[bytes]:
-        content, media = assets["index.html"]
-        return Response(content=content, media_type=media, headers={"Cache-Control": "no-cache"})
+    Attributes:
+        services: the API's services.
+        pools: the configured pools, in configured order.
+        snapshots: reads rows, the feed and history series.
+        hub: the process's live follower of the pool logs.
+        audit: reads one VM's events from the log.
+        assets: the page and its static files (name -> (bytes, content type)).
+    """
 
-    @get("/dashboard/static/{name:str}", include_in_schema=False)
-    async def static(name: FromPath[str]) -> Response[bytes]:
-        found = assets.get(name)
-        if found is None or name == "index.html":
-            return json_response({"ok": False}, 404)
-        return Response(content=found[0], media_type=found[1], headers={"Cache-Control": "no-cache"})
+    services: Services
+    pools: list[str]
+    snapshots: Snapshots
+    hub: Hub
+    audit: AuditLog
+    assets: dict[str, tuple[bytes, str]]
 
-    @get(
-        "/dashboard/data",
-        summary="Dashboard snapshot",
-        description="Pools as rows `[size, ready, cloning, booting, running, completed]`, today's clone "
-        "and boot times, the latest events, and `cursor`: the log position to follow from.",
-    )
-    async def data() -> Response[bytes]:
-        return _compact(await snapshots.snapshot(deps.clock(), settings.config.site_name))
-
-    @get(
-        "/dashboard/history",
-        summary="Dashboard history series",
-        description="`window=hour` (60 minute points, default) or `day` (24 hour points); `since=<ms>` "
-        "returns only the points from that time on.",
-    )
-    async def history(request: Request[Any, Any, Any]) -> Response[bytes]:
-        window = request.query_params.get("window") or "hour"
-        since = request.query_params.get("since") or ""
-        if window not in ("hour", "day") or (since and not since.isdigit()):
-            return json_response({"ok": False}, 400)
-        return _compact(await snapshots.series(window, deps.clock(), int(since) if since else None))
-
-    @get(
-        "/dashboard/events",
-        include_in_schema=False,  # an endless text/event-stream, not a JSON operation
-        summary="Live dashboard updates (server-sent events)",
-        description="Messages `update` (`{events, rows}`, id = log position) and `resync`. Resumes "
-        "after `Last-Event-ID`, or after `?since=<position>` on a first connection.",
-    )
-    async def live(request: Request[Any, Any, Any]) -> Response[Any]:
-        since = request.headers.get("last-event-id") or request.query_params.get("since") or None
-        if since is not None and not _POSITION.match(since):
-            return json_response({"ok": False}, 400)
-        return Stream(
-            sse_stream(hub, since),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    @classmethod
+    def build(cls, s: Services) -> Dashboard:
+        deps, settings = s.deps, s.settings
+        pools = list(settings.pool_names)
+        sizes = {p.name: p.size for p in settings.pools}
+        snapshots = Snapshots(deps.redis, deps.keys, deps.reads, pools, sizes)
+        return cls(
+            services=s,
+            pools=pools,
+            snapshots=snapshots,
+            hub=Hub(deps.redis, deps.keys, snapshots),
+            audit=AuditLog(deps.redis, deps.keys),
+            assets=_assets(settings.config.site_name or "vmpooler"),
         )
 
-    @get("/dashboard/vm/{name:str}", summary="One VM's events, oldest first")
-    async def vm_history(name: FromPath[str]) -> Response[bytes]:
-        history = await audit.for_vm(name)
-        if not history:
-            return json_response({"ok": False}, 404)
-        events = [
-            {
-                "pos": r.position,
-                "at": r.at,
-                "type": r.type,
-                "actor": r.actor,
-                "correlation_id": r.correlation_id,
-                "event": msgspec.to_builtins(r.event),
-            }
-            for r in history
-        ]
-        return json_response({"ok": True, "vm": name, "pool": history[0].stream, "events": events})
+    def dependencies(self) -> dict[str, Provide]:
+        """The dependency map that injects this object as ``dashboard`` (provided once, cached)."""
+        return {"dashboard": Provide(self._itself, use_cache=True, sync_to_thread=False)}
 
-    @get(
-        "/dashboard/stats/vmpooler/pool",
-        summary="Ready and size per pool (vmpooler's dashboard feed)",
-        description="`?history=1` adds `history`: ready at the end of each of the last 60 minutes.",
-    )
-    async def stats_pool(request: Request[Any, Any, Any]) -> Response[bytes]:
-        rows = await snapshots.rows(pools)
-        body: dict[str, Any] = {p: {"size": rows[p][0], "ready": rows[p][1]} for p in pools}
-        if _flag(request, "history"):
-            series = await snapshots.history.minutes(pools, deps.clock())
-            for p in pools:
-                body[p]["history"] = series[p].ready
-        return json_response(body)
+    def _itself(self) -> Dashboard:
+        return self
 
-    @get(
-        "/dashboard/stats/vmpooler/running",
-        summary="Running VMs per OS family (vmpooler's dashboard feed)",
-        description="Pools grouped by the name before the first `-`; `?history=1` adds the last 60 minutes.",
+    def now(self) -> int:
+        return self.services.deps.clock()
+
+
+DashboardDep: TypeAlias = NamedDependency[Dashboard]
+"""How a handler asks for its app's dashboard parts: ``dashboard: DashboardDep``."""
+
+
+@get("/dashboard/", include_in_schema=False)
+async def page(dashboard: DashboardDep) -> Response[bytes]:
+    content, media = dashboard.assets["index.html"]
+    return Response(content=content, media_type=media, headers={"Cache-Control": "no-cache"})
+
+
+@get("/dashboard/static/{name:str}", include_in_schema=False)
+async def static(name: FromPath[str], dashboard: DashboardDep) -> Response[bytes]:
+    found = dashboard.assets.get(name)
+    if found is None or name == "index.html":
+        return json_response({"ok": False}, 404)
+    return Response(content=found[0], media_type=found[1], headers={"Cache-Control": "no-cache"})
+
+
+@get(
+    "/dashboard/data",
+    summary="Dashboard snapshot",
+    description="Pools as rows `[size, ready, cloning, booting, running, completed]`, today's clone "
+    "and boot times, the latest events, and `cursor`: the log position to follow from.",
+)
+async def data(dashboard: DashboardDep) -> Response[bytes]:
+    site_name = dashboard.services.settings.config.site_name
+    return _compact(await dashboard.snapshots.snapshot(dashboard.now(), site_name))
+
+
+@get(
+    "/dashboard/history",
+    summary="Dashboard history series",
+    description="`window=hour` (60 minute points, default) or `day` (24 hour points); `since=<ms>` "
+    "returns only the points from that time on.",
+)
+async def history(dashboard: DashboardDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+    window = request.query_params.get("window") or "hour"
+    since = request.query_params.get("since") or ""
+    if window not in ("hour", "day") or (since and not since.isdigit()):
+        return json_response({"ok": False}, 400)
+    return _compact(await dashboard.snapshots.series(window, dashboard.now(), int(since) if since else None))
+
+
+@get(
+    "/dashboard/events",
+    include_in_schema=False,  # an endless text/event-stream, not a JSON operation
+    summary="Live dashboard updates (server-sent events)",
+    description="Messages `update` (`{events, rows}`, id = log position) and `resync`. Resumes "
+    "after `Last-Event-ID`, or after `?since=<position>` on a first connection.",
+)
+async def live(dashboard: DashboardDep, request: Request[Any, Any, Any]) -> Response[Any]:
+    since = request.headers.get("last-event-id") or request.query_params.get("since") or None
+    if since is not None and not _POSITION.match(since):
+        return json_response({"ok": False}, 400)
+    return Stream(
+        sse_stream(dashboard.hub, since),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-    async def stats_running(request: Request[Any, Any, Any]) -> Response[bytes]:
-        rows = await snapshots.rows(pools)
-        body: dict[str, Any] = {}
+
+
+@get("/dashboard/vm/{name:str}", summary="One VM's events, oldest first")
+async def vm_history(name: FromPath[str], dashboard: DashboardDep) -> Response[bytes]:
+    history = await dashboard.audit.for_vm(name)
+    if not history:
+        return json_response({"ok": False}, 404)
+    events = [
+        {
+            "pos": r.position,
+            "at": r.at,
+            "type": r.type,
+            "actor": r.actor,
+            "correlation_id": r.correlation_id,
+            "event": msgspec.to_builtins(r.event),
+        }
+        for r in history
+    ]
+    return json_response({"ok": True, "vm": name, "pool": history[0].stream, "events": events})
+
+
+@get(
+    "/dashboard/stats/vmpooler/pool",
+    summary="Ready and size per pool (vmpooler's dashboard feed)",
+    description="`?history=1` adds `history`: ready at the end of each of the last 60 minutes.",
+)
+async def stats_pool(dashboard: DashboardDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+    pools = dashboard.pools
+    rows = await dashboard.snapshots.rows(pools)
+    body: dict[str, Any] = {p: {"size": rows[p][0], "ready": rows[p][1]} for p in pools}
+    if _flag(request, "history"):
+        series = await dashboard.snapshots.history.minutes(pools, dashboard.now())
         for p in pools:
-            body.setdefault(major(p), {"running": 0})["running"] += rows[p][4]
-        if _flag(request, "history"):
-            series = await snapshots.history.minutes(pools, deps.clock())
-            for p in pools:
-                entry = body[major(p)]
-                points = series[p].running
-                entry["history"] = [
-                    a + b for a, b in zip(entry.get("history", [0] * len(points)), points, strict=True)
-                ]
-        return json_response(body)
+            body[p]["history"] = series[p].ready
+    return json_response(body)
 
-    return [page, static, data, history, live, vm_history, stats_pool, stats_running]
+
+@get(
+    "/dashboard/stats/vmpooler/running",
+    summary="Running VMs per OS family (vmpooler's dashboard feed)",
+    description="Pools grouped by the name before the first `-`; `?history=1` adds the last 60 minutes.",
+)
+async def stats_running(dashboard: DashboardDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+    pools = dashboard.pools
+    rows = await dashboard.snapshots.rows(pools)
+    body: dict[str, Any] = {}
+    for p in pools:
+        body.setdefault(major(p), {"running": 0})["running"] += rows[p][4]
+    if _flag(request, "history"):
+        series = await dashboard.snapshots.history.minutes(pools, dashboard.now())
+        for p in pools:
+            entry = body[major(p)]
+            points = series[p].running
+            entry["history"] = [
+                a + b for a, b in zip(entry.get("history", [0] * len(points)), points, strict=True)
+            ]
+    return json_response(body)
+
+
+DASHBOARD_ROUTES = [page, static, data, history, live, vm_history, stats_pool, stats_running]
