@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
+
+from commands._settings_keys import YamlShape
 
 __all__ = ["GlobalSettings", "HealthThresholds"]
 
@@ -109,6 +111,18 @@ class GlobalSettings(msgspec.Struct, frozen=True, kw_only=True):
         debug: development mode (env ``VMPOOLER_DEBUG``): logs to stdout and allows ``dummy`` auth.
         extra: keys of ``:config:`` this version does not know, as given (for providers and plugins).
     """
+
+    YAML: ClassVar[YamlShape] = YamlShape(
+        rest="extra",
+        renamed={
+            "purge_unconfigured_folders": "purge_unconfigured_resources",
+            "folder_whitelist": "resources_allowlist",
+        },
+        removed={
+            "domain": "removed in vmpooler 3; define a domain under :dns_configs: and name it in each "
+            "pool's dns_plugin"
+        },
+    )
 
     site_name: str = "vmpooler"
     logfile: str = ""

@@ -5,9 +5,11 @@ Times are in the units vmpooler uses for the same key (documented per field).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
+
+from commands._settings_keys import YamlShape
 
 __all__ = [
     "ConfigError",
@@ -62,6 +64,8 @@ class PoolSettings(_Section, frozen=True):
             provider.
     """
 
+    YAML: ClassVar[YamlShape] = YamlShape(derived=frozenset({"alias_as_configured"}), rest="options")
+
     name: str
     template: str = ""
     size: NonNegative = 0
@@ -90,6 +94,18 @@ class ProviderSettings(_Section, frozen=True):
             knobs such as ``createvm_max_time`` ...).
     """
 
+    YAML: ClassVar[YamlShape] = YamlShape(
+        # provider_class is resolved from the block (or its name); the block keeps the key as written
+        derived=frozenset({"name", "provider_class"}),
+        rest="options",
+        # read from ``options`` by the startup purge (commands/purge.py), whatever the provider class
+        renamed={
+            "purge_unconfigured_folders": "purge_unconfigured_resources",
+            "folder_whitelist": "resources_allowlist",
+        },
+        also=frozenset({"provider_class", "purge_unconfigured_resources", "resources_allowlist"}),
+    )
+
     name: str
     provider_class: str
     options: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -104,6 +120,8 @@ class DnsSettings(_Section, frozen=True):
         domain: domain appended to VM names to make the FQDNs returned by the API.
         options: every key of the block as given, for the plugin.
     """
+
+    YAML: ClassVar[YamlShape] = YamlShape(derived=frozenset({"name"}), rest="options")
 
     name: str
     dns_class: str
@@ -129,6 +147,13 @@ class RedisSettings(_Section, frozen=True):
         startup_timeout: seconds every role waits for Redis to answer at start-up (retrying, and
             logging each failure) before it exits with status 2.
     """
+
+    YAML: ClassVar[YamlShape] = YamlShape(
+        ignored={
+            key: "vmpooler's example file lists it here, but it is read under :config: only"
+            for key in ("dlq_enabled", "dlq_ttl", "dlq_max_entries")
+        }
+    )
 
     url: str | None = None
     server: str | None = None

@@ -12,11 +12,25 @@ from typing import Any, Protocol, runtime_checkable
 import msgspec
 
 __all__ = [
+    "OptionKeys",
     "PoolTarget",
     "Provider",
     "ProviderError",
     "VmInfo",
 ]
+
+
+class OptionKeys(msgspec.Struct, frozen=True, kw_only=True):
+    """The YAML keys a provider class reads, declared as its ``OPTION_KEYS`` class attribute, so the
+    configuration check can tell a provider option from a typo (and from a key nothing reads).
+
+    Attributes:
+        provider: keys of the provider's ``:providers:`` block.
+        pool: keys of a pool entry, read from ``PoolTarget.options``.
+    """
+
+    provider: frozenset[str] = frozenset()
+    pool: frozenset[str] = frozenset()
 
 
 class PoolTarget(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from functools import cached_property
-from typing import Literal
+from typing import ClassVar, Literal
 
 import msgspec
 
 from commands._settings_auth import AuthSettings, LdapEncryption, LdapServiceAccount, LdapSettings
 from commands._settings_global import GlobalSettings, HealthThresholds
+from commands._settings_keys import YamlShape, shape_of, yaml_keys
 from commands._settings_sections import (
     ConfigError,
     DnsSettings,
@@ -50,6 +51,9 @@ __all__ = [
     "Settings",
     "StatsdSettings",
     "TracingSettings",
+    "YamlShape",
+    "shape_of",
+    "yaml_keys",
 ]
 
 DUMMY_PROVIDER = ProviderSettings(name="dummy", provider_class="dummy")
@@ -82,6 +86,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
         rate_limits: the ``:rate_limits:`` section merged over the defaults.
         source: where the configuration came from (a file path, or ``VMPOOLER_CONFIG``), for logs.
     """
+
+    # unknown top-level sections are warned about: a file may be shared with other tools
+    YAML: ClassVar[YamlShape] = YamlShape(
+        derived=frozenset({"source"}), open=True, also=frozenset({"vsphere"})
+    )
 
     config: GlobalSettings = GlobalSettings()
     pools: tuple[PoolSettings, ...] = ()

@@ -21,7 +21,7 @@ import msgspec
 import redis.asyncio as aioredis
 from msgspec.structs import replace
 
-from commands.provider import PoolTarget, ProviderError, VmInfo
+from commands.provider import OptionKeys, PoolTarget, ProviderError, VmInfo
 
 __all__ = ["KNOBS", "DummyProvider", "DummyVm", "validate_knobs"]
 
@@ -136,6 +136,7 @@ class DummyProvider:
     """
 
     TYPE = "dummy"
+    OPTION_KEYS = OptionKeys(provider=frozenset(KNOBS), pool=frozenset(KNOBS))
 
     def __init__(
         self,

@@ -17,18 +17,15 @@ from commands.settings import (
     PoolSettings,
     ProviderSettings,
     RateLimitSettings,
+    yaml_keys,
 )
 from vmpooler._config_errors import convert, key, show
 
 __all__ = ["build_auth", "build_dns", "build_global", "build_pools", "build_providers", "build_rate_limits"]
 
 _POOL_NAME = re.compile(r"[A-Za-z0-9_-]+")
-_GLOBAL_FIELDS = frozenset(GlobalSettings.__struct_fields__) - {"extra"}
-_POOL_FIELDS = frozenset(PoolSettings.__struct_fields__) - {"alias", "alias_as_configured", "options"}
-_DEPRECATED = {
-    "purge_unconfigured_folders": "purge_unconfigured_resources",
-    "folder_whitelist": "resources_allowlist",
-}
+_GLOBAL_FIELDS = yaml_keys(GlobalSettings) - GlobalSettings.YAML.renamed.keys()
+_POOL_FIELDS = yaml_keys(PoolSettings) - {"alias"}  # the alias is read by _aliases
 
 
 def mapping(value: Any, where: str, expected: str = "a mapping") -> dict[str, Any]:
@@ -43,12 +40,7 @@ def mapping(value: Any, where: str, expected: str = "a mapping") -> dict[str, An
 def build_global(raw: Any) -> GlobalSettings:
     """Decode ``:config:``; unknown keys are kept in ``extra``, deprecated spellings are mapped."""
     body = mapping(raw, ":config:")
-    if body.get("domain") is not None:
-        raise ConfigError(
-            ":config: domain: removed in vmpooler 3; define a domain under :dns_configs: and name it "
-            "in each pool's dns_plugin"
-        )
-    for old, new in _DEPRECATED.items():
+    for old, new in GlobalSettings.YAML.renamed.items():
         if old in body:
             value = body.pop(old)
             body.setdefault(new, value)
@@ -144,6 +136,11 @@ def _pool(entry: Any, index: int, config: GlobalSettings) -> PoolSettings:
             f":pools: [{index}]: name: expected letters, digits, '-' and '_' only, got {show(name)}"
         )
     where = f":pools: {name}:"
+    template = body.get("template")
+    if template is None:
+        raise ConfigError(f"{where} missing required key 'template' (what the pool's VMs are cloned from)")
+    if isinstance(template, str) and not template.strip():
+        raise ConfigError(f"{where} template: expected a non-empty string, got {show(template)}")
     if body.get("provider") is None:
         body.pop("provider", None)
     fields = {name: value for name, value in body.items() if name in _POOL_FIELDS}
@@ -159,7 +156,7 @@ def _pool(entry: Any, index: int, config: GlobalSettings) -> PoolSettings:
 
 def _aliases(raw: Any, where: str) -> tuple[list[str], str | list[str] | None]:
     """Accept an alias as a string or a list of strings (vmpooler crashes on strings; we do not)."""
-    if raw is None or raw == "":
+    if raw is None or raw == "" or raw == []:
         return [], None
     if isinstance(raw, str):
         return [raw], raw

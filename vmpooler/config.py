@@ -6,11 +6,14 @@ argument; else ``VMPOOLER_CONFIG_FILE``; else ``vmpooler.yaml`` in the working d
 already set win, lists are unioned (so pools of several files combine).
 
 Keys may be written as Ruby symbols (``:config:``, ``:user_dn``) or plainly, at every level. Anything
-wrong raises :class:`~commands.settings.ConfigError` with a one-line message naming the key.
+wrong raises :class:`~commands.settings.ConfigError` with a one-line message naming the key. Unknown
+keys are checked first (:mod:`vmpooler._config_keys`): a likely typo is an error, any other unknown
+key a warning (a :class:`Finding`), logged or handed to the caller.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Collection, Mapping
@@ -19,6 +22,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from commands.provider import OptionKeys
 from commands.settings import (
     ConfigError,
     GraphiteSettings,
@@ -29,6 +33,8 @@ from commands.settings import (
     StatsdSettings,
     TracingSettings,
 )
+from providers.dummy import DummyProvider
+from providers.vsphere import VsphereProvider
 from vmpooler._config_build import (
     build_auth,
     build_dns,
@@ -40,10 +46,17 @@ from vmpooler._config_build import (
 )
 from vmpooler._config_env import apply_env
 from vmpooler._config_errors import convert, key
+from vmpooler._config_keys import Finding, check_keys
 
-__all__ = ["ConfigError", "deep_merge", "load_settings", "normalize_keys", "parse_settings"]
+__all__ = ["ConfigError", "Finding", "deep_merge", "load_settings", "normalize_keys", "parse_settings"]
 
-DEFAULT_PROVIDER_CLASSES: tuple[str, ...] = ("dummy", "vsphere")
+log = logging.getLogger(__name__)
+
+PROVIDER_OPTION_KEYS: Mapping[str, OptionKeys] = {
+    cls.TYPE: cls.OPTION_KEYS for cls in (DummyProvider, VsphereProvider)
+}
+"""The provider classes built in, and the option keys each declares it reads."""
+DEFAULT_PROVIDER_CLASSES: tuple[str, ...] = tuple(PROVIDER_OPTION_KEYS)
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 T = TypeVar("T")
 
@@ -53,6 +66,7 @@ def load_settings(
     *,
     env: Mapping[str, str] | None = None,
     known_provider_classes: Collection[str] = DEFAULT_PROVIDER_CLASSES,
+    findings: list[Finding] | None = None,
 ) -> Settings:
     """Read the configuration from its source (see the module docstring) and decode it.
 
@@ -60,6 +74,7 @@ def load_settings(
         path: configuration file; used when ``VMPOOLER_CONFIG`` is not set.
         env: environment to read; ``os.environ`` when ``None``.
         known_provider_classes: provider implementations available; others are refused.
+        findings: where to add every unknown key found (see :func:`parse_settings`).
 
     Raises:
         ConfigError: no configuration was found, a file cannot be read or parsed, or a value is wrong.
@@ -69,7 +84,11 @@ def load_settings(
     if inline.strip():
         document = _parse_yaml(inline, "VMPOOLER_CONFIG")
         return parse_settings(
-            document, env=env, known_provider_classes=known_provider_classes, source="VMPOOLER_CONFIG"
+            document,
+            env=env,
+            known_provider_classes=known_provider_classes,
+            source="VMPOOLER_CONFIG",
+            findings=findings,
         )
     chosen = _config_path(path, env)
     document = normalize_keys(_read_yaml(chosen))
@@ -81,7 +100,11 @@ def load_settings(
         if isinstance(config, dict):
             config["extra_config"] = extras
     return parse_settings(
-        document, env=env, known_provider_classes=known_provider_classes, source=str(chosen)
+        document,
+        env=env,
+        known_provider_classes=known_provider_classes,
+        source=str(chosen),
+        findings=findings,
     )
 
 
@@ -91,6 +114,7 @@ def parse_settings(
     env: Mapping[str, str] | None = None,
     known_provider_classes: Collection[str] = DEFAULT_PROVIDER_CLASSES,
     source: str = "",
+    findings: list[Finding] | None = None,
 ) -> Settings:
     """Decode an already loaded YAML mapping, with environment overrides applied.
 
@@ -99,12 +123,16 @@ def parse_settings(
         env: environment to read; ``os.environ`` when ``None``.
         known_provider_classes: provider implementations available; others are refused.
         source: where the document came from, kept in ``Settings.source`` for logs.
+        findings: where to add every unknown key found, errors and warnings; when ``None``, the
+            warnings are logged.
 
     Raises:
-        ConfigError: a key has a wrong type or value, or names something that is not configured.
+        ConfigError: an unknown key looks like a typo or cannot be meant for anything, a key has a
+            wrong type or value, or names something that is not configured.
     """
     env = os.environ if env is None else env
     doc = normalize_keys(mapping(document, "the configuration:", "a mapping of sections"))
+    _check_keys(doc, known_provider_classes, findings)
     apply_env(doc, env)
     config = build_global(doc.get("config"))
     dns = build_dns(doc.get("dns_configs"))
@@ -125,6 +153,19 @@ def parse_settings(
         rate_limits=build_rate_limits(doc.get("rate_limits")),
         source=source,
     )
+
+
+def _check_keys(doc: Mapping[str, Any], classes: Collection[str], findings: list[Finding] | None) -> None:
+    found = check_keys(doc, {c.casefold(): PROVIDER_OPTION_KEYS.get(c) for c in (*classes, "dummy")})
+    if findings is not None:
+        findings.extend(found)
+    else:
+        for finding in found:
+            if not finding.error:
+                log.warning("%s", finding)
+    error = next((finding for finding in found if finding.error), None)
+    if error is not None:
+        raise ConfigError(str(error))
 
 
 def normalize_keys(value: Any) -> Any:
@@ -198,6 +239,10 @@ def _read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}); a configuration is YAML text"
+        ) from None
     return _parse_yaml(text, str(path))
 
 

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 __all__ = [
     "GLOBAL_KEYS",
+    "POOL_KEYS",
+    "PROVIDER_KEYS",
     "ProviderMetrics",
     "VsphereOptions",
     "merge_options",
@@ -40,6 +42,34 @@ GLOBAL_KEYS = (
     "retry_factor",
 )
 """``:config:`` keys the provider reads when its own block does not set them."""
+PROVIDER_KEYS = (
+    "server",
+    "username",
+    "password",
+    "insecure",
+    "datacenter",
+    "port",
+    "connection_pool_size",
+    "connection_pool_timeout",
+    "vsphere_timeout",
+    "task_timeout",
+    "ready_check_port",
+    "ready_check_timeout",
+    "clone_extra_config",
+    *GLOBAL_KEYS,
+)
+"""Every key of its ``:providers:`` block the provider reads."""
+POOL_KEYS = (
+    "folder",
+    "datastore",
+    "datacenter",
+    "pool",
+    "network",
+    "create_linked_clone",
+    "snapshot_mainMem_ioBlockPages",
+    "snapshot_mainMem_iowait",
+)
+"""Every pool key the provider reads from ``PoolTarget.options``."""
 
 
 class ProviderMetrics(Protocol):

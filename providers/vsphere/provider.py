@@ -11,12 +11,14 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from pyVmomi import vim
 
-from commands.provider import PoolTarget, ProviderError, VmInfo
+from commands.provider import OptionKeys, PoolTarget, ProviderError, VmInfo
 from providers.vsphere.clone import Migration, create, current_host, migrate
 from providers.vsphere.connection import ConnectionPool, Credentials, Ticket
 from providers.vsphere.hosts import HostSelector
 from providers.vsphere.ops import OpsCache, Placement, Target, VmOps, port_open
 from providers.vsphere.options import (
+    POOL_KEYS,
+    PROVIDER_KEYS,
     ProviderMetrics,
     VsphereOptions,
     merge_options,
@@ -89,6 +91,7 @@ class VsphereProvider:
     """
 
     TYPE = "vsphere"
+    OPTION_KEYS = OptionKeys(provider=frozenset(PROVIDER_KEYS), pool=frozenset(POOL_KEYS))
 
     def __init__(
         self,

@@ -36,7 +36,7 @@ def make_settings(pools: Sequence[Mapping[str, Any]], **sections: Any) -> Settin
     :data:`DOMAIN`, plus any other sections (``config={...}``, ``tagfilter={...}``)."""
     doc: dict[str, Any] = {
         "dns_configs": {"example": {"dns_class": "dynamic-dns", "domain": DOMAIN}},
-        "pools": [dict(p) for p in pools],
+        "pools": [{"template": f"templates/{p['name']}", **p} for p in pools],
         **sections,
     }
     return parse_settings(doc, env={})

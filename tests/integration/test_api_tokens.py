@@ -15,7 +15,7 @@ from vmpooler.config import parse_settings
 from vmpooler.redis_client import RedisHandle
 from vmpooler.wiring import Service
 
-POOLS = [{"name": "pool1", "size": 2}]
+POOLS = [{"name": "pool1", "template": "templates/pool1", "size": 2}]
 AUTH = make_settings(
     POOLS, auth={"provider": "dummy", "admins": "root"}, config={"vm_lifetime": 6, "vm_lifetime_auth": 48}
 )

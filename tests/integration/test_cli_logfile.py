@@ -20,7 +20,7 @@ def test_logfile(tmp_path: Path, redis_url: str, prefix: str) -> None:
     config = tmp_path / "vmpooler.yaml"
     config.write_text(
         f"---\n:redis:\n  url: '{redis_url}'\n  prefix: '{prefix}'\n:config:\n  logfile: '{log}'\n"
-        ":pools:\n  - name: 'p'\n    size: 1\n"
+        ":pools:\n  - name: 'p'\n    template: 't/p'\n    size: 1\n"
     )
     done = run(config, "projections", "rebuild")
     assert done.returncode == 0, done.stderr

@@ -45,7 +45,7 @@ async def _log(redis: aioredis.Redis, keys: Keys) -> list[Any]:
 async def test_records_follow_clone_and_destroy(redis: aioredis.Redis, prefix: str) -> None:
     settings = parse_settings(
         {
-            "pools": [{"name": POOL, "dns_plugin": "corp"}],
+            "pools": [{"name": POOL, "template": "t/x", "dns_plugin": "corp"}],
             "dns_configs": {"corp": {"dns_class": "rec", "domain": "corp.example"}},
         },
         env={},

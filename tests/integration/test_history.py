@@ -249,7 +249,7 @@ async def test_the_service_registers_the_history_with_its_retention(
     history = [p for p in service.projections().projections if isinstance(p, History)]
     assert [(h.minute.keep, h.hour.keep) for h in history] == [(25, 30)]
     doc = {
-        "pools": [{"name": "p", "size": 1}],
+        "pools": [{"name": "p", "template": "t/p", "size": 1}],
         "config": {"history_minute_hours": 48, "history_hour_days": 7},
     }
     custom = history_projection(parse_settings(doc, env={}))

@@ -15,7 +15,7 @@ async def test_manager_role_emits_clone_ready_and_sampled_metrics(redis_url: str
     async with UdpListener.running() as udp:
         doc = {
             "redis": {"url": redis_url, "prefix": prefix},
-            "pools": [{"name": "pool1", "size": 2}],
+            "pools": [{"name": "pool1", "template": "t/pool1", "size": 2}],
             "statsd": {"server": "127.0.0.1", "port": udp.port, "prefix": "vmp"},
         }
         service = Service(parse_settings(doc, env={}), open_redis(parse_settings(doc, env={})))

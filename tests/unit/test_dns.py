@@ -28,10 +28,10 @@ class Recording:
 
 def settings(**dns_configs: Any) -> Settings:
     pools = [
-        {"name": "a", "dns_plugin": "corp"},
-        {"name": "b", "dns_plugin": "lab"},
-        {"name": "c", "dns_plugin": "dyn"},
-        {"name": "d"},
+        {"name": "a", "template": "t/a", "dns_plugin": "corp"},
+        {"name": "b", "template": "t/b", "dns_plugin": "lab"},
+        {"name": "c", "template": "t/c", "dns_plugin": "dyn"},
+        {"name": "d", "template": "t/d"},
     ]
     configs = {
         "corp": {"dns_class": "recording", "domain": "corp.example", "zone": "z1"},

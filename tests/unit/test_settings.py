@@ -46,7 +46,8 @@ def outcome(doc: dict[str, Any]) -> str:
 
 
 def pools(*entries: Any) -> dict[str, Any]:
-    return {":pools": list(entries)}
+    """``:pools:`` of ``entries``, each with a template unless it sets its own."""
+    return {":pools": [{"template": "t/x", **e} if isinstance(e, dict) else e for e in entries]}
 
 
 # --- defaults -----------------------------------------------------------------------------------
@@ -134,13 +135,13 @@ def test_pools_inherit_global_defaults_unless_they_set_their_own() -> None:
 def test_symbol_and_plain_keys_decode_the_same() -> None:
     symbols = {
         ":config": {"task_limit": 4},
-        ":pools": [{"name": "a", "size": 1}],
+        ":pools": [{"name": "a", "template": "t/a", "size": 1}],
         ":providers": {":dummy": {"createvm_max_time": 2}},
         ":auth": {"provider": "ldap", ":ldap": {"host": "h", "service_account_hash": {":user_dn": "cn=x"}}},
     }
     plain = {
         "config": {"task_limit": 4},
-        "pools": [{"name": "a", "size": 1}],
+        "pools": [{"name": "a", "template": "t/a", "size": 1}],
         "providers": {"dummy": {"createvm_max_time": 2}},
         "auth": {"provider": "ldap", "ldap": {"host": "h", "service_account_hash": {"user_dn": "cn=x"}}},
     }
@@ -295,12 +296,12 @@ def test_unreadable_and_invalid_files_name_the_file(tmp_path: Path) -> None:
 def test_extra_config_files_are_deep_merged(tmp_path: Path) -> None:
     main = write(
         tmp_path / "main.yaml",
-        ":config:\n  site_name: main\n  allowed_tags: [a]\n:pools:\n  - name: one\n    size: 1\n",
+        ":config:\n  site_name: main\n  allowed_tags: [a]\n:pools:\n  - name: one\n    template: t/one\n    size: 1\n",
     )
     write(
         tmp_path / "extra.yaml",
         ":config:\n  site_name: extra\n  task_limit: 3\n  allowed_tags: [a, b]\n"
-        ":pools:\n  - name: two\n    size: 2\n",
+        ":pools:\n  - name: two\n    template: t/two\n    size: 2\n",
     )
     loaded = load_settings(main, env={"EXTRA_CONFIG": str(tmp_path / "extra.yaml")})
     assert loaded.pool_names == ("one", "two")
@@ -311,7 +312,7 @@ def test_extra_config_files_are_deep_merged(tmp_path: Path) -> None:
 
 def test_extra_config_key_resolves_next_to_the_main_file(tmp_path: Path) -> None:
     main = write(tmp_path / "main.yaml", ":config:\n  extra_config: extra.yaml\n")
-    write(tmp_path / "extra.yaml", "pools:\n  - name: two\n")
+    write(tmp_path / "extra.yaml", "pools:\n  - name: two\n    template: t/two\n")
     assert load_settings(main, env={}).pool_names == ("two",)
 
 
@@ -333,9 +334,9 @@ def aliased() -> Settings:
         {
             "dns_configs": {"ex": {"dns_class": "dynamic-dns", "domain": "example.com"}},
             **pools(
-                {"name": "debian-12", "alias": "debian", "dns_plugin": "ex"},
-                {"name": "debian-11", "alias": ["debian", "old"]},
-                {"name": "old", "alias": ["debian-12"]},
+                {"name": "debian-12", "template": "t/a", "alias": "debian", "dns_plugin": "ex"},
+                {"name": "debian-11", "template": "t/b", "alias": ["debian", "old"]},
+                {"name": "old", "template": "t/c", "alias": ["debian-12"]},
             ),
         }
     )
@@ -577,3 +578,10 @@ def test_ldap_lists_and_symbol_encryption() -> None:
 def test_global_settings_are_frozen() -> None:
     with pytest.raises(AttributeError):
         GlobalSettings().task_limit = 3  # type: ignore[misc]
+
+
+def test_a_file_that_is_not_text_is_a_config_error(tmp_path: Path) -> None:
+    binary = tmp_path / "vmpooler.yaml"
+    binary.write_bytes(b"\xff\xfe:config:")
+    with pytest.raises(ConfigError, match=r"vmpooler.yaml: not UTF-8 text \(byte 0\)"):
+        load_settings(binary, env={})
