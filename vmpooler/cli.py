@@ -1,4 +1,5 @@
-"""The ``vmpooler`` command: run the service (all roles, or one), audit the log, rebuild projections."""
+"""The ``vmpooler`` command: run the service (all roles, or one), audit the log, rebuild projections,
+check the configuration."""
 
 from __future__ import annotations
 
@@ -14,11 +15,17 @@ from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any
 
 import uvicorn
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from commands.settings import ConfigError, Settings
 
 from . import maintenance
-from .config import load_settings
+from ._cli_parser import parse_args
+from ._output import BROKEN_PIPE_EXIT, SafeFormatter, detach_stdout, printable
+from .config import Finding, load_settings
+from .config_check import config_check
 from .redis_client import open_redis, wait_for_redis
 from .wiring import Service, build_app
 
@@ -26,58 +33,7 @@ __all__ = ["main"]
 
 log = logging.getLogger("vmpooler")
 
-
-def _parser() -> argparse.ArgumentParser:
-    # Options may come before or after the command; SUPPRESS keeps a subcommand from resetting them.
-    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    common.add_argument(
-        "--config", metavar="FILE", help="vmpooler YAML (default: $VMPOOLER_CONFIG_FILE or ./vmpooler.yaml)"
-    )
-    common.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
-    serve = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    serve.add_argument("--host", help="address the API listens on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="API port (default 4567)")
-
-    parser = argparse.ArgumentParser(
-        prog="vmpooler",
-        parents=[common, serve],
-        description="Pools of ready VMs for CI. With no command: API, manager, workers and projectors in one process.",
-    )
-    sub = parser.add_subparsers(dest="command")
-    sub.add_parser("api", parents=[common, serve], help="serve the HTTP API only")
-    sub.add_parser("manager", parents=[common], help="run the pool manager, workers and projectors only")
-    events = sub.add_parser("events", parents=[common], help="print events from the log (an audit)")
-    which = events.add_mutually_exclusive_group()
-    which.add_argument("--vm", help="one VM's whole history")
-    which.add_argument("--pool", help="one pool's events")
-    events.add_argument("--since", help="start time: ISO 8601, epoch ms, or an age like 30m, 2h, 7d")
-    events.add_argument("--until", help="end time, same forms as --since")
-    events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
-    events.add_argument("--json", action="store_true", help="one JSON object per line")
-    from_archive = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    from_archive.add_argument(
-        "--archive", metavar="DIR", help="where `vmpooler archive` put the archived part of the log"
-    )
-    events.add_argument("--archive", metavar="DIR", help="also read the archived part of the log from DIR")
-    proj = sub.add_parser("projections", parents=[common, from_archive], help="manage read models")
-    proj.add_argument(
-        "action", choices=["rebuild"], help="rebuild: drop every read model and fold the log again"
-    )
-    state = sub.add_parser("state", parents=[common, from_archive], help="manage decision state")
-    state.add_argument(
-        "action", choices=["rebuild"], help="rebuild: drop the pools' decision state and replay the log"
-    )
-    archive = sub.add_parser(
-        "archive", parents=[common], help="move old events out of Redis into an archive (retention)"
-    )
-    archive.add_argument(
-        "--before", required=True, help="archive events older than this (e.g. 90d, ISO 8601)"
-    )
-    archive.add_argument("--to", required=True, metavar="DIR", help="the archive directory (keep it)")
-    return parser
-
-
-_DEFAULTS = {"config": None, "log_level": "INFO", "host": "127.0.0.1", "port": 4567}
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class _Server(uvicorn.Server):
@@ -208,34 +164,103 @@ def _log_to_file(path: str) -> None:
         handler = logging.FileHandler(path, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f":config: logfile {path!r} cannot be opened: {exc.strerror}") from None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(SafeFormatter(_LOG_FORMAT))
     logging.getLogger().addHandler(handler)
     log.info("logging to %s", path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``vmpooler`` console script; returns the exit code."""
-    args = _parser().parse_args(argv)
-    for name, default in _DEFAULTS.items():
-        if not hasattr(args, name):
-            setattr(args, name, default)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Entry point of the ``vmpooler`` console script; returns the exit code.
+
+    Expected failures end with one line on stderr, never a traceback: 2 for a bad argument, a bad
+    configuration or Redis out of reach (at start or mid-command), 141 when the reader of stdout
+    went away (``vmpooler events | head``), 130 on Ctrl-C.
+    """
     try:
-        settings = load_settings(args.config)
+        return _main(argv)
+    except BrokenPipeError:
+        detach_stdout()
+        return BROKEN_PIPE_EXIT
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = parse_args(argv)
+    _log_to_stderr(args.log_level)
+    runner = _event_loop_runner()
+    if args.command == "config":
+        return _guarded(runner, config_check(args))
+    findings: list[Finding] = []
+    try:
+        settings = load_settings(args.config, findings=findings)
         for attr in ("since", "until", "before"):
             if getattr(args, attr, None):
                 maintenance.parse_time(getattr(args, attr))
         _log_to_file(settings.config.logfile)
     except (ConfigError, ValueError) as exc:
-        print(f"vmpooler: {exc}", file=sys.stderr)
+        return _refuse(exc, findings)
+    if not _accept_warnings(findings, args.strict):
         return 2
+    return _guarded(runner, _run(settings, args))
+
+
+def _guarded(runner: Callable[[Coroutine[Any, Any, int]], int], command: Coroutine[Any, Any, int]) -> int:
+    """Run ``command``; an expected failure becomes one line on stderr and its exit code."""
     try:
-        return _event_loop_runner()(_run(settings, args))
+        return runner(command)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        raise  # main's: not an error of the command
     except (ConfigError, ValueError) as exc:  # e.g. a provider knob or key prefix refused at startup
-        print(f"vmpooler: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        log.debug("Redis failed", exc_info=True)
+        return _fail(f"Redis is out of reach: {exc}")
+    except RedisError as exc:
+        log.debug("Redis failed", exc_info=True)
+        return _fail(f"Redis refused a command: {exc} (--log-level DEBUG shows where)")
+    except OSError as exc:
+        log.debug("the command failed", exc_info=True)
+        return _fail(_os_error(exc))
+
+
+def _os_error(exc: OSError) -> str:
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
+
+
+def _fail(message: str) -> int:
+    print(f"vmpooler: {printable(message)}", file=sys.stderr)
+    return 2
+
+
+def _refuse(exc: Exception, findings: list[Finding]) -> int:
+    """A configuration that cannot start: every unknown key found, then the error that stopped it."""
+    for finding in findings:
+        if not finding.error:
+            log.warning("%s", finding)
+    errors = [str(finding) for finding in findings if finding.error] or [str(exc)]
+    for error in errors:
+        _fail(error)
+    return 2
+
+
+def _accept_warnings(findings: list[Finding], strict: bool) -> bool:
+    """Log each warning; with ``--strict`` a warning refuses the configuration."""
+    for finding in findings:
+        if strict:
+            _fail(f"{finding} (refused: --strict)")
+        else:
+            log.warning("%s", finding)
+    return not (strict and findings)
+
+
+def _log_to_stderr(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeFormatter(_LOG_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from events.archive import ArchiveError, check_whole
 from events.streams import text
 from projectors.audit import AuditLog
 
+from ._output import json_printable, printable
 from .wiring import Service
 
 __all__ = ["archive", "audit", "format_event", "parse_time", "rebuild_projections", "rebuild_state"]
@@ -49,17 +50,25 @@ def parse_time(text: str, now: float | None = None) -> int:
 
 
 def format_event(r: Recorded, as_json: bool) -> str:
+    """One event as a line of ``vmpooler events``: text for people, or JSON (``--json``); control
+    characters in names, actors and tags are escaped either way (see :mod:`vmpooler._output`)."""
     body = msgspec.json.encode(r.event).decode()
     if as_json:
         envelope = msgspec.structs.asdict(r)
         envelope["event"] = msgspec.json.decode(body)
-        return msgspec.json.encode(envelope).decode()
+        return json_printable(msgspec.json.encode(envelope).decode())
     when = (
         dt.datetime.fromtimestamp(r.at / 1000, dt.UTC)
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
     )
-    return f"{when}  {r.stream:<16} {r.vm or '-':<22} {r.type:<22} {r.actor:<24} {body}"
+    stream, vm, kind, actor = (printable(part) for part in (r.stream, r.vm or "-", r.type, r.actor))
+    return f"{when}  {stream:<16} {vm:<22} {kind:<22} {actor:<24} {json_printable(body)}"
+
+
+def _say(message: str) -> None:
+    """A note or error of these commands, on stderr, safe to show."""
+    print(f"vmpooler: {printable(message)}", file=sys.stderr)
 
 
 async def audit(service: Service, args: argparse.Namespace) -> int:
@@ -68,7 +77,7 @@ async def audit(service: Service, args: argparse.Namespace) -> int:
     try:
         return await _audit(service, log, args)
     except ArchiveError as exc:
-        print(f"vmpooler: {exc}", file=sys.stderr)
+        _say(str(exc))
         return 2
 
 
@@ -78,14 +87,11 @@ async def _audit(service: Service, log: AuditLog, args: argparse.Namespace) -> i
     if log.archive is None:
         for pool in [*service.pools, CONTROL]:
             if through := text(await service.redis.client.get(service.keys.archived(pool))):
-                print(
-                    f"vmpooler: {pool}: events up to {through} are in the archive (--archive)",
-                    file=sys.stderr,
-                )
+                _say(f"{pool}: events up to {through} are in the archive (--archive)")
     if args.vm:
         history = await log.for_vm(args.vm)
         if not history:
-            print(f"vmpooler: no events for VM {args.vm!r}", file=sys.stderr)
+            _say(f"no events for VM {args.vm!r}")
             return 1
         for r in history:
             if (since is None or r.at >= since) and (until is None or r.at <= until):
@@ -93,7 +99,7 @@ async def _audit(service: Service, log: AuditLog, args: argparse.Namespace) -> i
         return 0
     pools = [args.pool] if args.pool else sorted({*await log.pools(), *service.pools})
     if args.pool and args.pool not in await log.pools():
-        print(f"vmpooler: no events for pool {args.pool!r}", file=sys.stderr)
+        _say(f"no events for pool {args.pool!r}")
         return 1
     if args.follow:
         async for r in log.follow(pools, since):
@@ -112,7 +118,7 @@ async def rebuild_projections(service: Service, args: argparse.Namespace) -> int
         n = await service.projections().rebuild(archive)
         n += await service.ondemand_projections().rebuild(archive)
     except ArchiveError as exc:
-        print(f"vmpooler: {exc}", file=sys.stderr)
+        _say(str(exc))
         return 2
     print(f"rebuilt {len(service.pools)} pools' read models from {n} events")
     return 0
@@ -126,7 +132,7 @@ async def rebuild_state(service: Service, args: argparse.Namespace) -> int:
         for pool in logs:  # every log readable whole before anything is replaced
             await check_whole(service.redis.client, service.keys, pool, archive)
     except ArchiveError as exc:
-        print(f"vmpooler: {exc}", file=sys.stderr)
+        _say(str(exc))
         return 2
     refused = 0
     for pool in logs:
@@ -152,10 +158,14 @@ async def archive(service: Service, args: argparse.Namespace) -> int:
         try:
             done = await archive_log(redis, keys, pool, directory, before_ms=before, checkpoints=checkpoints)
         except OSError as exc:  # nothing of this log was trimmed: its segment was not written whole
-            print(f"vmpooler: cannot write the archive in {directory}: {exc}", file=sys.stderr)
+            _say(f"cannot write the archive in {directory}: {exc}")
             return 2
         total += done.entries
         held = f" (held back by {done.held_back_by})" if done.held_back_by and done.entries == 0 else ""
-        print(f"{pool}: {done.entries} events archived, archive reaches {done.through or 'nothing'}{held}")
-    print(f"archived {total} events to {directory}")
+        print(
+            printable(
+                f"{pool}: {done.entries} events archived, archive reaches {done.through or 'nothing'}{held}"
+            )
+        )
+    print(printable(f"archived {total} events to {directory}"))
     return 0

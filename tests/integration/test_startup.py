@@ -24,7 +24,7 @@ def _config(tmp_path: Path, port: int, prefix: str = "vmpooler") -> Path:
     config = tmp_path / "vmpooler.yaml"
     config.write_text(
         f"---\n:redis:\n  url: redis://127.0.0.1:{port}/0\n  prefix: {prefix}\n"
-        ":providers:\n  :dummy: {}\n:pools:\n  - name: p\n    size: 1\n    provider: dummy\n"
+        ":providers:\n  :dummy: {}\n:pools:\n  - name: p\n    template: t/p\n    size: 1\n    provider: dummy\n"
     )
     return config
 

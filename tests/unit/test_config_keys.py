@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from commands.provider import PoolTarget
 from commands.settings import ConfigError
@@ -17,6 +18,7 @@ from providers.dummy import KNOBS
 from providers.vsphere import VsphereProvider
 from providers.vsphere.options import POOL_KEYS, PROVIDER_KEYS
 from vmpooler.config import Finding, load_settings, parse_settings
+from vmpooler.config_check import render
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "vmpooler.yaml"
@@ -243,3 +245,16 @@ def test_the_dummy_declares_its_knobs_for_both_places() -> None:
     from providers.dummy import DummyProvider
 
     assert DummyProvider.OPTION_KEYS.provider == DummyProvider.OPTION_KEYS.pool == frozenset(KNOBS)
+
+
+# --- the effective configuration loads back as itself ----------------------------------------------------
+
+
+def test_rendered_settings_load_back_to_the_same_settings() -> None:
+    loaded = load_settings(EXAMPLE, env={"REDIS_SERVER": "redis.example", "TASK_LIMIT": "4"})
+    text = yaml.safe_dump(render(loaded))
+    found: list[Finding] = []
+    again = parse_settings(yaml.safe_load(text), env={}, source=loaded.source, findings=found)
+    assert found == []
+    assert again == loaded
+    assert again.config.task_limit == 4
