@@ -26,9 +26,12 @@ from .pool import Meta, PoolCommands
 from .pool_config import effective_settings, startup_plan, yaml_baseline
 from .provider import PoolTarget, Provider
 
-__all__ = ["Manager"]
+__all__ = ["LEASE_MS", "Manager"]
 
 log = logging.getLogger(__name__)
+
+LEASE_MS = 15_000
+"""Default fail-over time of a pool's duties; a manager heartbeat older than this is dead."""
 
 
 class Manager:
@@ -57,7 +60,7 @@ class Manager:
         targets: Targets,
         *,
         holder: str,
-        lease_ms: int = 15_000,
+        lease_ms: int = LEASE_MS,
         tick_s: float = 1.0,
         reconcile_s: float = 30.0,
         ready_check_s: float = 60.0,

@@ -48,7 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("api", parents=[common, serve], help="serve the HTTP API only")
-    sub.add_parser("manager", parents=[common], help="run the pool manager, workers and projectors only")
+    manager = sub.add_parser(
+        "manager", parents=[common], help="run the pool manager, workers and projectors only"
+    )
+    manager.add_argument(
+        "--check",
+        action="store_true",
+        help="health check: exit 0 if a manager of this host is live and every pool has a live manager",
+    )
     _add_log_commands(sub, common)
     config = sub.add_parser("config", parents=[common], help="inspect the configuration")
     config.add_argument(

@@ -1,5 +1,5 @@
 """The ``vmpooler`` command: run the service (all roles, or one), audit the log, rebuild projections,
-check the configuration."""
+check the configuration and the manager's health."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from ._cli_parser import parse_args
 from ._output import BROKEN_PIPE_EXIT, SafeFormatter, detach_stdout, printable
 from .config import Finding, load_settings
 from .config_check import config_check
+from .manager_check import check_manager
 from .redis_client import open_redis, wait_for_redis
 from .wiring import Service, build_app
 
@@ -202,6 +203,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return _refuse(exc, findings)
     if not _accept_warnings(findings, args.strict):
         return 2
+    if args.command == "manager" and getattr(args, "check", False):
+        return _guarded(runner, check_manager(settings))
     return _guarded(runner, _run(settings, args))
 
 

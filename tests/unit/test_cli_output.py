@@ -108,5 +108,5 @@ def test_a_bad_argument_is_one_line_and_exit_code_2(
 def test_options_default_whatever_the_command() -> None:
     args = parse_args(["events"])
     assert (args.config, args.log_level, args.strict, args.port) == (None, "INFO", False, 4567)
-    assert parse_args(["--strict", "manager"]).strict is True
+    assert parse_args(["--strict", "manager", "--check"]).check is True
     assert parse_args(["config", "check", "--strict", "--format", "json"]).format == "json"
