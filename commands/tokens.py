@@ -24,6 +24,7 @@ _CREATE = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('XADD', KEYS[2], '*', 'type', 'token.created', 'v', 1, 'id', ARGV[3], 'at', ARGV[4], 'vm', '',
   'actor', ARGV[5], 'corr', ARGV[3], 'cause', '', 'data', ARGV[6])
+redis.call('PUBLISH', string.match(KEYS[2], '^([^:]*):') .. ':bell', KEYS[2])  -- TEMPORARY bell
 return 1
 """
 _REVOKE = """
@@ -31,6 +32,7 @@ if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'type', 'token.revoked', 'v', 1, 'id', ARGV[3], 'at', ARGV[4], 'vm', '',
   'actor', ARGV[5], 'corr', ARGV[3], 'cause', '', 'data', ARGV[6])
+redis.call('PUBLISH', string.match(KEYS[2], '^([^:]*):') .. ':bell', KEYS[2])  -- TEMPORARY bell
 return 1
 """
 

@@ -28,6 +28,11 @@ class Keys:
         """The pool's event stream: the source of truth."""
         return f"{self.prefix}:{{{pool}}}:events"
 
+    def bell(self) -> str:
+        """Pub/Sub channel: every script call that appends entries publishes each stream key it
+        appended to, once, so followers read just those streams."""
+        return f"{self.prefix}:bell"
+
     def control_stream(self) -> str:
         return f"{self.prefix}:{{{CONTROL}}}:events"
 

@@ -109,9 +109,14 @@ local function emit(vm, etype, data)
   local ok = apply(vm, etype, META.now, data)
   if not ok then return false end
   META.seq = META.seq + 1
-  return redis.call('XADD', K_STREAM, '*', 'type', etype, 'v', SCHEMA_VERSION,
+  local id = redis.call('XADD', K_STREAM, '*', 'type', etype, 'v', SCHEMA_VERSION,
     'id', META.id_base .. '-' .. META.seq, 'at', META.now, 'vm', vm, 'actor', META.actor,
     'corr', META.corr, 'cause', META.cause, 'data', data)
+  if not META.rung then  -- TEMPORARY bell stand-in: once per call, for the log's followers
+    META.rung = true
+    redis.call('PUBLISH', string.match(B, '^([^:]*):{') .. ':bell', K_STREAM)
+  end
+  return id
 end
 
 -- The pool's own VMs (not those of on-demand requests) that are pending or ready.
