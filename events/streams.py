@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -77,3 +78,32 @@ async def xreadgroup(
 ) -> list[tuple[str, list[Entry]]]:
     """XREADGROUP over several streams; returns (stream key, entries) pairs."""
     return _streams(await redis.xreadgroup(group, consumer, cast(Any, streams), count=count, block=block))
+
+
+# Reading many streams: one command per stream, pipelined. A Cluster refuses one XREAD over keys of
+# different slots (and each pool's stream is its own slot); the cluster client splits a pipeline
+# by node and sends each node its part at once, so this stays one round trip (per node).
+
+
+async def xrange_each(
+    redis: RedisClient, reads: Sequence[tuple[str, str]], count: int
+) -> list[list[Entry] | Exception]:
+    """``XRANGE key <after> + COUNT count`` for each ``(key, after)``, in one round trip; ``after``
+    is a position to read after (``""`` or ``0-0``: from the start). Returns each read's entries, or the
+    error it met, in order."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for key, after in reads:
+            pipe.xrange(key, min=f"({after}" if after not in ("", "0-0") else "-", max="+", count=count)
+        return cast(list[list[Entry] | Exception], await pipe.execute(raise_on_error=False))
+
+
+async def xreadgroup_each(
+    redis: RedisClient, group: str, consumer: str, streams: Sequence[str], count: int
+) -> list[list[Entry] | Exception]:
+    """A non-blocking ``XREADGROUP ... STREAMS key >`` for each stream, in one round trip. Returns
+    each stream's new entries, or the error it met, in order."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in streams:
+            pipe.xreadgroup(group, consumer, {key: ">"}, count=count)
+        replies = await pipe.execute(raise_on_error=False)
+    return [r if isinstance(r, Exception) else next((e for _, e in _streams(r)), []) for r in replies]

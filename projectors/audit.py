@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from redis.asyncio import Redis
-
 from events import Keys, Recorded, decode_entry
 from events.archive import check_whole, read_segments
-from events.streams import pool_of_stream, position, text, xrange, xread, xrevrange
+from events.bell import Bell, read_rung
+from events.streams import RedisClient, pool_of_stream, position, text, xrange
 
 from .read import ReadModels
 from .vm_detail import VmDetail
@@ -37,7 +36,7 @@ class AuditLog:
         keys: key names.
     """
 
-    def __init__(self, redis: Redis, keys: Keys, archive: Path | None = None) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys, archive: Path | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.reads = ReadModels(redis, keys)
@@ -104,22 +103,31 @@ class AuditLog:
         return out
 
     async def follow(
-        self, pools: Sequence[str], since_ms: int | None = None, block_ms: int = 1000
+        self, pools: Sequence[str], since_ms: int | None = None, bell: Bell | None = None
     ) -> AsyncIterator[Recorded]:
         """Events of ``pools`` from ``since_ms`` on (or only new ones when ``None``), then new ones
-        as they are appended; never ends by itself."""
-        cursor: dict[str, str] = {}
-        for pool in pools:
-            stream = self.keys.stream(pool)
-            if since_ms is None:
-                last = await xrevrange(self.redis, stream, count=1)
-                cursor[stream] = last[0][0].decode() if last else "0-0"
-            else:
-                cursor[stream] = f"{since_ms}-0" if since_ms > 0 else "0-0"
-        while True:
-            for stream, entries in await xread(self.redis, cursor, count=1000, block=block_ms):
-                pool = pool_of_stream(stream)
-                for pos, fields in entries:
-                    r = decode_entry(pool, pos, fields)
-                    cursor[stream] = r.position
-                    yield r
+        as they are appended (read when the bell rings, see ``events.bell``; a ``Bell`` of its own
+        when ``bell`` is ``None``); never ends by itself."""
+        cursors = await self._starts(pools, since_ms)
+        bell = bell or Bell(self.redis, self.keys.bell())
+        listener = bell.listen(cursors)
+        try:
+            while True:
+                for stream, entries in await read_rung(self.redis, listener, cursors):
+                    pool = pool_of_stream(stream)
+                    for pos, fields in entries:
+                        yield decode_entry(pool, pos, fields)
+        finally:
+            await bell.forget(listener)
+
+    async def _starts(self, pools: Sequence[str], since_ms: int | None) -> dict[str, str]:
+        """Stream key -> the position to follow it after: its last entry (``since_ms`` ``None``), or
+        just before ``since_ms``."""
+        streams = [self.keys.stream(pool) for pool in pools]
+        if since_ms is not None:
+            return dict.fromkeys(streams, f"{since_ms - 1}-18446744073709551615" if since_ms > 0 else "")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xrevrange(stream, count=1)
+            lasts = await pipe.execute()
+        return {s: last[0][0].decode() if last else "" for s, last in zip(streams, lasts, strict=True)}

@@ -14,8 +14,9 @@ from redis.exceptions import ResponseError
 
 from events import Keys, Recorded, decode_entry
 from events.archive import check_whole, log_batches
+from events.bell import Bell, Listener
 from events.lease import Lease
-from events.streams import Entry, RedisClient, pool_of_stream, position, text, xread
+from events.streams import Entry, RedisClient, position, text, xrange_each
 
 from ._base import Projection
 from ._tx import Applied, Checkpoint, Tx, apply_script
@@ -37,6 +38,7 @@ class ProjectionRunner:
         consumer: this process's name (unique per process): the lease holder.
         lease_ms: how long a lease on a (projection, stream) lasts without renewal.
         batch: entries per read.
+        bell: the process's bell, shared by its readers.
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class ProjectionRunner:
         consumer: str,
         lease_ms: int = 10_000,
         batch: int = 200,
+        bell: Bell | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -62,6 +65,9 @@ class ProjectionRunner:
         self._held: dict[str, set[str]] = {p.name: set() for p in self.projections}
         self._read_from: dict[tuple[str, str], str] = {}
         """(projection, pool) -> the checkpoint as this runner last knew it; absent: ask Redis."""
+        self.bell = bell
+        """The process's bell (see ``events.bell``); ``run`` makes its own when ``None``."""
+        self._listener: Listener | None = None
 
     def group(self, projection: Projection) -> str:
         """The projection's consumer group: nothing reads through it; ``apply.lua`` keeps it at the
@@ -84,57 +90,82 @@ class ProjectionRunner:
             return False
         if pool in held:
             return True
-        self._read_from.pop((projection.name, pool), None)
-        await self._mark(projection, pool)
+        self._read_from[(projection.name, pool)] = await self._mark(projection, pool)
         held.add(pool)
+        if self._listener is not None:
+            self._listener.again([self.keys.stream(pool)])
         return True
 
-    async def _mark(self, projection: Projection, pool: str) -> None:
+    async def _mark(self, projection: Projection, pool: str) -> str:
         """Point the projection's group at the checkpoint, and acknowledge what an older version of
-        this runner (which read through the group) left pending, so nothing holds the archive back."""
+        this runner (which read through the group) left pending, so nothing holds the archive back.
+        Returns the checkpoint (``""``: none yet)."""
         stream, group = self.keys.stream(pool), self.group(projection)
-        checkpoint = text(await self.redis.get(self.checkpoint_key(projection, pool))) or "0-0"
+        checkpoint = text(await self.redis.get(self.checkpoint_key(projection, pool)))
         try:
-            await self.redis.xgroup_create(stream, group, id=checkpoint, mkstream=True)
+            await self.redis.xgroup_create(stream, group, id=checkpoint or "0-0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-            await self.redis.xgroup_setid(stream, group, id=checkpoint)
+            await self.redis.xgroup_setid(stream, group, id=checkpoint or "0-0")
         while claimed := await self.redis.xautoclaim(
             stream, group, self.consumer, min_idle_time=0, start_id="0-0", count=500, justid=True
         ):
             await self.redis.xack(stream, group, *claimed)
+        return checkpoint
 
     async def renew(self) -> None:
         for projection in self.projections:
             for pool in self.pools:
                 await self._acquire(projection, pool)
 
-    async def step(self, block_ms: int | None = None) -> int:
+    async def step(self) -> int:
         """Read and apply one batch per held stream of every projection; returns entries applied."""
-        applied = 0
-        for projection in self.projections:
-            applied += await self._step_one(projection, block_ms)
+        applied, _, _ = await self._read({self.keys.stream(p) for p in self.pools})
         return applied
+
+    async def _read(self, streams: set[str]) -> tuple[int, set[str], bool]:
+        """Read one batch after the checkpoint of every held (projection, stream) among ``streams``
+        (one round trip) and apply them. Returns entries applied, the streams to read again (a full
+        batch, or a failure), and whether anything failed."""
+        due = [
+            (projection, pool)
+            for projection in self.projections
+            for pool in sorted(self._held[projection.name])
+            if self.keys.stream(pool) in streams
+        ]
+        reads = [(self.keys.stream(pool), await self._read_position(p, pool)) for p, pool in due]
+        replies = await xrange_each(self.redis, reads, self.batch)
+        applied, again, failed = 0, set(), False
+        for (projection, pool), (stream, _), entries in zip(due, reads, replies, strict=True):
+            if isinstance(entries, Exception):
+                self._failed(projection, pool, "", entries)
+            elif entries:
+                n = await self._apply_batch(projection, pool, entries)
+                applied += n
+                if n == 0 or len(entries) >= self.batch:  # failed, or more may wait
+                    again.add(stream)
+                failed = failed or n == 0
+        return applied, again, failed
 
     async def _read_position(self, projection: Projection, pool: str) -> str:
         """Where to read ``pool``'s stream from for ``projection``: its checkpoint."""
         known = self._read_from.get((projection.name, pool))
         if known is None:
-            known = text(await self.redis.get(self.checkpoint_key(projection, pool))) or "0-0"
+            known = text(await self.redis.get(self.checkpoint_key(projection, pool)))
             self._read_from[(projection.name, pool)] = known
         return known
 
-    async def _step_one(self, projection: Projection, block_ms: int | None) -> int:
-        held = sorted(self._held[projection.name])
-        if not held:
-            return 0
-        cursors = {self.keys.stream(p): await self._read_position(projection, p) for p in held}
-        reply = await xread(self.redis, cursors, count=self.batch, block=block_ms)
-        applied = 0
-        for stream, entries in reply:
-            applied += await self._apply_batch(projection, pool_of_stream(stream), entries)
-        return applied
+    def _failed(self, projection: Projection, pool: str, after: str, exc: BaseException) -> None:
+        self._read_from.pop((projection.name, pool), None)
+        log.error(
+            "projection %s cannot apply %s after %s (%s); reading again from its checkpoint",
+            projection.name,
+            pool,
+            after or "its checkpoint",
+            exc,
+            exc_info=exc,
+        )
 
     async def _apply_batch(self, projection: Projection, pool: str, entries: list[Entry]) -> int:
         """Apply what was read after the checkpoint; on any failure (a lost reply included) forget
@@ -143,14 +174,8 @@ class ProjectionRunner:
         try:
             records = [decode_entry(pool, pos, fields) for pos, fields in entries]
             applied = await self.apply(projection, pool, records)
-        except Exception:  # this pool's batch is read again; the other pools' batches go on
-            self._read_from.pop(where, None)
-            log.exception(
-                "projection %s cannot apply %s after %s; reading again from its checkpoint",
-                projection.name,
-                pool,
-                entries[0][0].decode(),
-            )
+        except Exception as exc:  # this pool's batch is read again; the other pools' batches go on
+            self._failed(projection, pool, entries[0][0].decode(), exc)
             return 0
         if not applied:
             self._read_from.pop(where, None)
@@ -194,29 +219,38 @@ class ProjectionRunner:
         return total
 
     async def run(self, stop: asyncio.Event, block_ms: int = 500) -> None:
-        """Follow the streams until ``stop`` is set: one reader per projection, leases renewed
-        a few times per lease period."""
+        """Follow the streams until ``stop`` is set, reading those the bell rang (see
+        ``events.bell``); leases renewed a few times per lease period."""
+        bell = self.bell or Bell(self.redis, self.keys.bell())
+        listener = self._listener = bell.listen(self.keys.stream(p) for p in self.pools)
+        try:
+            await asyncio.gather(self._renewer(stop), self._follow(stop, listener, block_ms))
+        finally:
+            self._listener = None
+            await bell.forget(listener)
 
-        async def renewer() -> None:
-            while not stop.is_set():
-                try:
-                    await self.renew()
-                except Exception:
-                    log.exception("lease renewal failed; retrying")
+    async def _renewer(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.renew()
+            except Exception:
+                log.exception("lease renewal failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.lease_ms / 3000)
+
+    async def _follow(self, stop: asyncio.Event, listener: Listener, block_ms: int) -> None:
+        while not stop.is_set():
+            failed = True
+            dirty = await listener.wait(block_ms / 1000)
+            try:
+                _, again, failed = await self._read(dirty)
+                listener.again(again)
+            except Exception:  # a projector must outlive a Redis blip; it resumes from its checkpoint
+                listener.again(dirty)
+                log.exception("projections failed to read; retrying")
+            if failed:  # no tight loop over an entry that cannot be applied
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.lease_ms / 3000)
-
-        async def reader(projection: Projection) -> None:
-            while not stop.is_set():
-                try:
-                    if not await self._step_one(projection, block_ms) and not self._held[projection.name]:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(stop.wait(), block_ms / 1000)
-                except Exception:  # a projector must outlive a Redis blip; it resumes from its checkpoint
-                    log.exception("projection %s failed; retrying", projection.name)
-                    await asyncio.sleep(1)
-
-        await asyncio.gather(renewer(), *(reader(p) for p in self.projections))
+                    await asyncio.wait_for(stop.wait(), 1)
 
     async def rebuild(self, archive: Path | None = None) -> int:
         """Drop every read model of these projections and fold the whole log again (its archived

@@ -23,6 +23,7 @@ from commands.metrics import Metrics, NullMetrics
 from commands.settings import ConfigError, GraphiteSettings, PrometheusSettings, Settings, StatsdSettings
 from commands.telemetry import StreamProbe, TelemetrySampler
 from events import Keys
+from events.bell import Bell
 from projectors import ProjectionRunner, ReadModels
 from projectors.metrics import MetricsProjection, start_at_end
 
@@ -237,10 +238,12 @@ async def run_metric_sources(
     usage_stats: bool,
     sample_s: float = 5.0,
     live_ms: int = 60_000,
+    bell: Bell | None = None,
 ) -> None:
     """The manager role's metric sources, until ``stop``: the metrics projection (its own runner
     and consumer group, starting at the end of the log on a first start) and the telemetry
-    sampler (``live_ms``: how recently a worker must have been active to count as live). Nothing runs
+    sampler (``live_ms``: how recently a worker must have been active to count as live; ``bell``: the
+    process's, see ``events.bell``). Nothing runs
     when no sink is configured."""
     if isinstance(metrics, NullMetrics):
         return
@@ -253,7 +256,12 @@ async def run_metric_sources(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1)
     runner = ProjectionRunner(
-        redis, keys, [MetricsProjection(metrics, usage_stats=usage_stats)], pools, consumer=consumer
+        redis,
+        keys,
+        [MetricsProjection(metrics, usage_stats=usage_stats)],
+        pools,
+        consumer=consumer,
+        bell=bell,
     )
     reads = ReadModels(redis, keys)
 

@@ -30,6 +30,7 @@ from commands.purge import purge_unconfigured
 from commands.settings import ConfigError, ProviderSettings, Settings
 from commands.worker import Worker
 from events import CONTROL, Keys, PoolConfigured
+from events.bell import Bell
 from projectors import ALL_PROJECTIONS, OndemandStatus, ProjectionRunner, ReadModels
 from projectors.history import History
 from providers.dummy import DummyProvider
@@ -104,6 +105,7 @@ class Service:
                 ":auth: provider 'dummy' accepts almost any credentials; set VMPOOLER_DEBUG to use it"
             )
         self.keys = Keys(settings.redis.prefix)
+        self.bell = Bell(client, self.keys.bell())  # one subscription for every reader of the process
         # DNS plugins by :dns_configs: dns_class; built now so an unavailable class stops startup
         self.dns = DnsRecords(settings, DNS_CLASSES)
         self.commands = PoolCommands(client, self.keys, names=NameGenerator(settings.config.prefix))
@@ -176,16 +178,24 @@ class Service:
             concurrency=max(1, config.task_limit) * 4 + 50,
             reclaim_idle_ms=config.reclaim_idle_seconds * 1000,
             max_deliveries=config.max_deliveries,
+            bell=self.bell,
         )
 
     def projections(self) -> ProjectionRunner:
         projections = [*ALL_PROJECTIONS(), history_projection(self.settings)]
-        return ProjectionRunner(self.redis.client, self.keys, projections, self.pools, consumer=self.name)
+        return ProjectionRunner(
+            self.redis.client, self.keys, projections, self.pools, consumer=self.name, bell=self.bell
+        )
 
     def ondemand_projections(self) -> ProjectionRunner:
         """The on-demand request status, folded from the pool streams and the control stream."""
         return ProjectionRunner(
-            self.redis.client, self.keys, [OndemandStatus()], [*self.pools, CONTROL], consumer=self.name
+            self.redis.client,
+            self.keys,
+            [OndemandStatus()],
+            [*self.pools, CONTROL],
+            consumer=self.name,
+            bell=self.bell,
         )
 
     async def run_manager(self, stop: asyncio.Event) -> None:
@@ -205,6 +215,7 @@ class Service:
                 consumer=self.name,
                 usage_stats=self.settings.config.usage_stats,
                 live_ms=max(60_000, self.settings.config.reclaim_idle_seconds * 1000),
+                bell=self.bell,
             ),
         )
 

@@ -62,11 +62,11 @@ async def test_an_item_another_worker_reclaimed_first_stays_pending(
     stale = await _pending(redis, keys)  # what A's XPENDING saw ...
     await redis.xclaim(keys.stream(POOL), GROUP, "b", 0, [position])  # ... before B claimed it
 
-    async def listed_before_b_claimed(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        return stale
+    async def listed_before_b_claimed() -> list[tuple[str, list[dict[str, Any]]]]:
+        return [(POOL, stale)]
 
     with monkeypatch.context() as m:
-        m.setattr(redis, "xpending_range", listed_before_b_claimed)
+        m.setattr(a, "_idle_entries", listed_before_b_claimed)
         assert await a.reclaim() == 0
     assert [(p["message_id"], p["consumer"]) for p in await _pending(redis, keys)] == [(position, b"b")]
 
@@ -90,16 +90,36 @@ class LoseReplies:
 
     def __init__(self, client: aioredis.Redis, commands: set[str], lose: set[int]) -> None:
         self.commands, self.lose, self.calls, self.lost = commands, lose, 0, 0
-        self._send = client.execute_command
+        self._send, self._pipeline = client.execute_command, client.pipeline
 
-    async def __call__(self, *args: Any, **options: Any) -> Any:
-        reply = await self._send(*args, **options)
-        if str(args[0]).upper() in self.commands and reply:
+    def _after(self, names: list[str], replies: list[Any]) -> None:
+        if any(n in self.commands and r for n, r in zip(names, replies, strict=True)):
             self.calls += 1
             if self.calls in self.lose:
                 self.lost += 1
                 raise ConnectionError("reply lost (injected)")
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        reply = await self._send(*args, **options)
+        self._after([str(args[0]).upper()], [reply])
         return reply
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        pipe = self._pipeline(*args, **kwargs)
+        send = pipe.execute
+
+        async def execute(raise_on_error: bool = True) -> list[Any]:
+            names = [str(command[0]).upper() for command, _ in pipe.command_stack]
+            replies = await send(raise_on_error=raise_on_error)
+            self._after(names, replies)
+            return replies
+
+        pipe.execute = execute  # type: ignore[method-assign]
+        return pipe
+
+    def install(self, client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(client, "execute_command", self.execute_command)
+        monkeypatch.setattr(client, "pipeline", self.pipeline)
 
 
 async def test_projections_apply_every_entry_once_when_replies_are_lost(
@@ -109,8 +129,8 @@ async def test_projections_apply_every_entry_once_when_replies_are_lost(
     a rebuild from the log, and nothing is left pending in the projections' groups."""
     keys = Keys(prefix)
     client = aioredis.Redis.from_url(redis_url)
-    lossy = LoseReplies(client, {"XREAD", "XREADGROUP", "EVALSHA"}, lose={2, 5, 9})
-    monkeypatch.setattr(client, "execute_command", lossy)
+    lossy = LoseReplies(client, {"XRANGE", "XREAD", "XREADGROUP", "EVALSHA"}, lose={2, 5, 9})
+    lossy.install(client, monkeypatch)
     runner = ProjectionRunner(client, keys, ALL_PROJECTIONS(), [POOL], consumer="live", batch=5)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop, block_ms=20))
