@@ -146,6 +146,8 @@ class RedisSettings(_Section, frozen=True):
         data_dir: directory where the embedded server keeps its append-only file.
         startup_timeout: seconds every role waits for Redis to answer at start-up (retrying, and
             logging each failure) before it exits with status 2.
+        cluster: the server is a node of a Redis Cluster (any node will do; the client finds the
+            others and follows slot moves and fail-overs).
     """
 
     YAML: ClassVar[YamlShape] = YamlShape(
@@ -167,6 +169,7 @@ class RedisSettings(_Section, frozen=True):
     prefix: Annotated[str, msgspec.Meta(min_length=1)] = "vmpooler"
     data_dir: str = "vmpooler-data"
     startup_timeout: NonNegative = 30
+    cluster: bool = False
 
     @property
     def embedded(self) -> bool:

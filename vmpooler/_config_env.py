@@ -53,6 +53,7 @@ _REDIS = {
     "REDIS_CONNECTION_POOL_TIMEOUT": ("connection_pool_timeout", int),
     "REDIS_RECONNECT_ATTEMPTS": ("reconnect_attempts", int),
     "REDIS_STARTUP_TIMEOUT": ("startup_timeout", int),
+    "REDIS_CLUSTER": ("cluster", bool),
 }
 _LDAP = {
     "LDAP_HOST": ("host", str),

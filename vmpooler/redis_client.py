@@ -10,14 +10,15 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ClusterDownError, RedisClusterException, RedisError, SlotNotCoveredError
 
 from commands.settings import ConfigError, Settings
 
@@ -56,6 +57,8 @@ def open_redis(settings: Settings, *, start_embedded: bool = True) -> RedisHandl
     url = settings.redis.connection_url()
     server = None
     lock = None
+    if url is None and settings.redis.cluster:
+        raise ConfigError(":redis: cluster is true, but no server or url names a node of the cluster")
     if url is None:
         data_dir = Path(settings.redis.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +76,8 @@ def open_redis(settings: Settings, *, start_embedded: bool = True) -> RedisHandl
             (data_dir / "redis.port").write_text(str(server.port))
             url = server.url
             log.info("embedded redis-server on %s, data in %s", url, data_dir)
+    if settings.redis.cluster:
+        return RedisHandle(_cluster_client(url, settings), url)
     # A blocking pool: past its size a call waits for a connection instead of failing; the workers'
     # hundreds of concurrent handlers share it.
     pool = aioredis.BlockingConnectionPool.from_url(
@@ -85,6 +90,41 @@ def open_redis(settings: Settings, *, start_embedded: bool = True) -> RedisHandl
     client = aioredis.Redis(connection_pool=pool)
     return RedisHandle(client, url, server, lock)
 
+
+class _Cluster(RedisCluster):
+    """The cluster client, retrying a command only on errors that say it did not run.
+
+    redis-py also retries on connection errors and timeouts, when the command may have run and
+    only its reply was lost; a decision script must never run twice. MOVED and ASK redirects are
+    followed all the same (a refusal, not a retry), and CLUSTERDOWN or an uncovered slot during a
+    fail-over is retried with the backoff below while the replica takes over. Pipelines (reads,
+    acknowledgements, name reservations: all safe to send again) keep redis-py's retries.
+    """
+
+    ERRORS_ALLOW_RETRY = (ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
+
+
+def _cluster_client(url: str, settings: Settings) -> aioredis.Redis:
+    client = _Cluster.from_url(
+        url,
+        max_connections=_CLUSTER_CONNECTIONS_PER_NODE,
+        health_check_interval=HEALTH_CHECK_S,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), 8),
+    )
+    kwargs = client.nodes_manager.connection_kwargs  # the nodes found later are built from these
+    kwargs["connection_class"] = reconnecting(kwargs["connection_class"])
+    for node in client.startup_nodes:
+        node.connection_class = kwargs["connection_class"]
+    # The one place a cluster client stands in for ``redis.asyncio.Redis``, which every module is
+    # typed against: it answers the same commands for the calls we make (one slot each, or
+    # pipelines and SCAN, which it splits by node). A later cleanup can type the code against a
+    # Protocol of the commands used (see ``events.streams.RedisClient``) and drop this cast.
+    return cast(aioredis.Redis, client)
+
+
+_CLUSTER_CONNECTIONS_PER_NODE = 512
+"""The cluster client's pools do not wait for a free connection (they raise at the limit), so
+they are sized for every handler, request and reader of a process at once."""
 
 HEALTH_CHECK_S = 2
 """A connection idle this long is PINGed before its next command."""
@@ -124,7 +164,7 @@ async def wait_for_redis(handle: RedisHandle, timeout_s: float, *, log_every_s: 
         try:
             await handle.client.ping()
             return
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             cause = _cause(exc)
         now = loop.time()
         if now >= deadline:
