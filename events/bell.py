@@ -107,8 +107,10 @@ class Bell:
         if not self.listeners and self._task is not None:
             task, self._task = self._task, None
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # bounded: a client closing a subscription to a node that went away must not hold
+            # up whoever stops listening (a CLI shutting down, say)
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 2)
 
     def _sweep(self) -> None:
         for listener in self.listeners:
@@ -139,7 +141,7 @@ class Bell:
                     next_sweep = loop.time() + self.sweep_s
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await asyncio.wait_for(pubsub.aclose(), 1)
 
     def _deliver(self, kind: bytes | str, data: bytes | str | int) -> None:
         if text(kind) == "subscribe":  # (re)subscribed: bells may have been lost meanwhile

@@ -2,6 +2,9 @@
 
 Order: ``REDIS_URL`` if set; else a testcontainers Redis when a Docker engine answers; else a private
 ``redis-server`` subprocess on a free port. Tests isolate by key prefix and never FLUSHALL.
+
+``redis_cluster``: a local 3-master Redis Cluster from the same ``redis-server`` binary, for the
+tests that run the service on a Cluster (skipped, with the reason, where no binary can run one).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
+from tests._cluster import LocalCluster
 from vmpooler.redis_server import RedisServer
 
 
@@ -49,6 +53,19 @@ def redis_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A local Redis Cluster: 3 masters, no replicas (fail-over tests start their own)."""
+    try:
+        cluster = LocalCluster(masters=3).start()
+    except (RuntimeError, OSError) as exc:
+        pytest.skip(f"no redis-server here can run a cluster: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

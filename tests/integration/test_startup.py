@@ -86,3 +86,26 @@ async def test_a_worker_with_no_pools_idles_quietly(redis: aioredis.Redis, prefi
     )  # type: ignore[arg-type,return-value]
     await worker.setup()
     assert await worker.step(block_ms=10) == 0
+
+
+def test_cluster_settings_are_checked_at_start_up(tmp_path: Path, redis_url: str) -> None:
+    """``:redis: cluster`` needs a node to start from; ``REDIS_CLUSTER`` turns it on, and a server
+    that is no cluster node is named as such."""
+    config = tmp_path / "c.yaml"
+    config.write_text(":redis:\n  cluster: true\n:pools: []\n")
+    done = subprocess.run(
+        [VMPOOLER, "events", "--config", str(config)], env=_ENV, capture_output=True, text=True
+    )
+    assert (done.returncode, done.stderr.strip()) == (
+        2,
+        "vmpooler: :redis: cluster is true, but no server or url names a node of the cluster",
+    )
+    config.write_text(f":redis:\n  url: {redis_url}\n:pools: []\n")
+    env = {**_ENV, "REDIS_CLUSTER": "true", "REDIS_STARTUP_TIMEOUT": "0"}
+    done = subprocess.run(
+        [VMPOOLER, "events", "--config", str(config)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith("This instance has cluster support disabled"), (
+        done.stderr
+    )
