@@ -16,7 +16,7 @@ from events import Keys, Recorded, decode_entry
 from events.archive import check_whole, log_batches
 from events.bell import Bell, Listener
 from events.lease import Lease
-from events.streams import Entry, RedisClient, position, text, xrange_each
+from events.streams import Entry, RedisClient, pool_of_stream, position, text, xrange_each
 
 from ._base import Projection
 from ._tx import Applied, Checkpoint, Tx, apply_script
@@ -25,6 +25,8 @@ __all__ = ["ProjectionRunner"]
 
 
 log = logging.getLogger(__name__)
+
+_RENEW_AT_ONCE = 256
 
 
 class ProjectionRunner:
@@ -115,9 +117,11 @@ class ProjectionRunner:
         return checkpoint
 
     async def renew(self) -> None:
-        for projection in self.projections:
-            for pool in self.pools:
-                await self._acquire(projection, pool)
+        """Take or renew every (projection, stream) lease, a few hundred at once: one after the other,
+        a pass over 1,000 pools took longer than a lease lasts, and leases lapsed while idle."""
+        due = [(p, pool) for p in self.projections for pool in self.pools]
+        for start in range(0, len(due), _RENEW_AT_ONCE):
+            await asyncio.gather(*(self._acquire(p, pool) for p, pool in due[start : start + _RENEW_AT_ONCE]))
 
     async def step(self) -> int:
         """Read and apply one batch per held stream of every projection; returns entries applied."""
@@ -128,12 +132,8 @@ class ProjectionRunner:
         """Read one batch after the checkpoint of every held (projection, stream) among ``streams``
         (one round trip) and apply them. Returns entries applied, the streams to read again (a full
         batch, or a failure), and whether anything failed."""
-        due = [
-            (projection, pool)
-            for projection in self.projections
-            for pool in sorted(self._held[projection.name])
-            if self.keys.stream(pool) in streams
-        ]
+        pools = sorted(pool_of_stream(s) for s in streams)  # the work follows what rang, not the pool count
+        due = [(p, pool) for p in self.projections for pool in pools if pool in self._held[p.name]]
         reads = [(self.keys.stream(pool), await self._read_position(p, pool)) for p, pool in due]
         replies = await xrange_each(self.redis, reads, self.batch)
         applied, again, failed = 0, set(), False
