@@ -128,25 +128,27 @@ class ProjectionRunner:
         applied, _, _ = await self._read({self.keys.stream(p) for p in self.pools})
         return applied
 
-    async def _read(self, streams: set[str]) -> tuple[int, set[str], bool]:
+    async def _read(self, streams: set[str]) -> tuple[int, set[str], set[str]]:
         """Read one batch after the checkpoint of every held (projection, stream) among ``streams``
-        (one round trip) and apply them. Returns entries applied, the streams to read again (a full
-        batch, or a failure), and whether anything failed."""
+        (one round trip) and apply them. Returns entries applied, the streams to read again at once
+        (a full batch: more may wait), and those to read again after a pause (a failure)."""
         pools = sorted(pool_of_stream(s) for s in streams)  # the work follows what rang, not the pool count
         due = [(p, pool) for p in self.projections for pool in pools if pool in self._held[p.name]]
         reads = [(self.keys.stream(pool), await self._read_position(p, pool)) for p, pool in due]
         replies = await xrange_each(self.redis, reads, self.batch)
-        applied, again, failed = 0, set(), False
+        applied, again, failed = 0, set(), set()
         for (projection, pool), (stream, _), entries in zip(due, reads, replies, strict=True):
             if isinstance(entries, Exception):
                 self._failed(projection, pool, "", entries)
+                failed.add(stream)
             elif entries:
                 n = await self._apply_batch(projection, pool, entries)
                 applied += n
-                if n == 0 or len(entries) >= self.batch:  # failed, or more may wait
+                if n == 0:
+                    failed.add(stream)
+                elif len(entries) >= self.batch:
                     again.add(stream)
-                failed = failed or n == 0
-        return applied, again, failed
+        return applied, again - failed, failed
 
     async def _read_position(self, projection: Projection, pool: str) -> str:
         """Where to read ``pool``'s stream from for ``projection``: its checkpoint."""
@@ -239,18 +241,20 @@ class ProjectionRunner:
                 await asyncio.wait_for(stop.wait(), self.lease_ms / 3000)
 
     async def _follow(self, stop: asyncio.Event, listener: Listener, block_ms: int) -> None:
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
-            failed = True
             dirty = await listener.wait(block_ms / 1000)
             try:
                 _, again, failed = await self._read(dirty)
-                listener.again(again)
             except Exception:  # a projector must outlive a Redis blip; it resumes from its checkpoint
                 listener.again(dirty)
                 log.exception("projections failed to read; retrying")
-            if failed:  # no tight loop over an entry that cannot be applied
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1)
+                continue
+            listener.again(again)
+            if failed:  # again in a second: no tight loop over an entry that cannot be applied
+                loop.call_later(1, listener.again, failed)
 
     async def rebuild(self, archive: Path | None = None) -> int:
         """Drop every read model of these projections and fold the whole log again (its archived

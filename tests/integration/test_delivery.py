@@ -5,6 +5,7 @@ stream once, in order, whatever replies are lost."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -15,6 +16,8 @@ from commands.pool import PoolCommands
 from commands.worker import GROUP, Worker
 from events import Keys, Recorded
 from projectors import ALL_PROJECTIONS, ProjectionRunner
+from projectors._tx import Tx
+from projectors.pool_status import PoolStatus
 from providers.dummy import DummyProvider
 from tests.integration.test_store import (
     META,
@@ -154,3 +157,42 @@ async def test_projections_apply_every_entry_once_when_replies_are_lost(
     live = await dump(redis, f"{keys.base(POOL)}:rm:*")
     await ProjectionRunner(redis, keys, ALL_PROJECTIONS(), [POOL], consumer="r").rebuild()
     assert await dump(redis, f"{keys.base(POOL)}:rm:*") == live
+
+
+class Flaky(PoolStatus):
+    """The status projection, failing its first ``failures`` batches of pool ``bad``."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+
+    async def apply(self, keys: Keys, pool: str, batch: Sequence[Recorded], tx: Tx) -> None:
+        if pool == "bad" and self.failures > 0:
+            self.failures -= 1
+            raise RuntimeError("injected fold failure")
+        await super().apply(keys, pool, batch, tx)
+
+
+async def test_a_batch_that_fails_is_retried_loudly_and_holds_up_no_other_pool(
+    redis: aioredis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = Keys(prefix)
+    cmds = PoolCommands(redis, keys, clock=FakeClock())
+    flaky = Flaky(failures=2)
+    runner = ProjectionRunner(redis, keys, [flaky], ["bad", "good"], consumer="r")
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop, block_ms=20))
+    try:
+        await cmds.configure("bad", settings_(1, 1), META)
+        await cmds.configure("good", settings_(1, 1), META)
+
+        async def applied(pool: str) -> bool:
+            last = (await redis.xrevrange(keys.stream(pool), count=1))[0][0]
+            return bool(await redis.get(runner.checkpoint_key(flaky, pool)) == last)
+
+        await poll(lambda: applied("good"), within=0.9)  # not held up by the second it waits on "bad"
+        await poll(lambda: applied("bad"), within=10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert flaky.failures == 0
+    assert sum("projection status cannot apply bad" in r.getMessage() for r in caplog.records) == 2
