@@ -40,9 +40,29 @@ def _config(pools: int, port: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _calls(port: int) -> dict[str, int]:
+_READS = ("xread", "xreadgroup", "xrange", "xrevrange", "xpending", "xclaim")
+"""The log readers' commands (workers, projection runners), reported apart."""
+
+
+def _calls(port: int) -> dict[str, tuple[int, int]]:
+    """Command -> (calls, microseconds spent) so far."""
     stats = redis.Redis(port=port).info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+    return {name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for name, v in stats.items()}
+
+
+def _report(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], seconds: float) -> None:
+    delta = {k: (c - before.get(k, (0, 0))[0], u - before.get(k, (0, 0))[1]) for k, (c, u) in after.items()}
+    busiest = sorted(delta.items(), key=lambda kv: -kv[1][1])[:6]
+    print(
+        "redis busiest (calls/s, ms/s): "
+        + ", ".join(f"{k} {c / seconds:.0f} {u / seconds / 1000:.1f}" for k, (c, u) in busiest)
+    )
+    reads = [(k, delta.get(k, (0, 0))) for k in _READS]
+    print(
+        "readers' commands (calls/s, ms/s): "
+        + ", ".join(f"{k} {c / seconds:.1f} {u / seconds / 1000:.2f}" for k, (c, u) in reads),
+        flush=True,
+    )
 
 
 def one_run(pools: int, seconds: float, warmup: float) -> tuple[float, float]:
@@ -62,8 +82,7 @@ def one_run(pools: int, seconds: float, warmup: float) -> tuple[float, float]:
             m0, r0, c0 = _cpu(proc.pid), _cpu(rpid), _calls(redis.port)
             time.sleep(seconds)
             m1, r1, c1 = _cpu(proc.pid), _cpu(rpid), _calls(redis.port)
-            rates = sorted(((c1[k] - c0.get(k, 0)) / seconds, k) for k in c1)[::-1][:6]
-            print("redis calls/s: " + ", ".join(f"{k} {r:.0f}" for r, k in rates if r > 0), flush=True)
+            _report(c0, c1, seconds)
             if proc.poll() is not None:
                 raise RuntimeError(f"the manager exited with {proc.returncode}; see its log")
         finally:
