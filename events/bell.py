@@ -23,6 +23,9 @@ __all__ = ["Bell", "Listener", "read_rung"]
 
 log = logging.getLogger(__name__)
 
+_QUIET_S = 5.0
+"""A lost subscription is logged once it has been lost this long (fail-overs and restarts are shorter)."""
+
 
 class Listener:
     """One reader's view of the bell: which of its streams may have new entries.
@@ -90,6 +93,8 @@ class Bell:
         self.subscribed = asyncio.Event()
         """Set while the subscription is up (tests wait on it)."""
         self._task: asyncio.Task[None] | None = None
+        self._lost_at: float | None = None
+        self._warned = False
 
     def listen(self, streams: Iterable[str]) -> Listener:
         """A listener for ``streams``; it starts with all of them dirty. The first listener starts
@@ -117,12 +122,18 @@ class Bell:
             listener.ring_all()
 
     async def _run(self) -> None:
-        """Deliver bells until cancelled, subscribing again (and sweeping) after any failure."""
+        """Deliver bells until cancelled, subscribing again (and sweeping) after any failure. An
+        outage is logged once, when it has lasted ``_QUIET_S`` (a fail-over or restart shorter than
+        that is routine), and its end once more."""
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 await self._subscribed()
             except Exception as exc:  # Redis down or failing over: sweep once we are back
-                log.warning("bell subscription lost (%s); subscribing again", exc)
+                self._lost_at = loop.time() if self._lost_at is None else self._lost_at
+                if not self._warned and loop.time() - self._lost_at >= _QUIET_S:
+                    log.warning("bell subscription lost (%s); subscribing again until Redis answers", exc)
+                    self._warned = True
             self.subscribed.clear()
             await asyncio.sleep(self.retry_s)
 
@@ -146,6 +157,9 @@ class Bell:
     def _deliver(self, kind: bytes | str, data: bytes | str | int) -> None:
         if text(kind) == "subscribe":  # (re)subscribed: bells may have been lost meanwhile
             self.subscribed.set()
+            if self._warned:
+                log.warning("bell subscription is back")
+            self._lost_at, self._warned = None, False
             self._sweep()
         elif text(kind) == "message" and not isinstance(data, int):
             stream = text(data)

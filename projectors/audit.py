@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+
+from redis.exceptions import RedisError
 
 from events import Keys, Recorded, decode_entry
 from events.archive import check_whole, read_segments
@@ -103,17 +107,43 @@ class AuditLog:
         return out
 
     async def follow(
-        self, pools: Sequence[str], since_ms: int | None = None, bell: Bell | None = None
+        self,
+        pools: Sequence[str],
+        since_ms: int | None = None,
+        bell: Bell | None = None,
+        *,
+        give_up_after_s: float = 30.0,
+        check_every_s: float = 5.0,
     ) -> AsyncIterator[Recorded]:
         """Events of ``pools`` from ``since_ms`` on (or only new ones when ``None``), then new ones
         as they are appended (read when the bell rings, see ``events.bell``; a ``Bell`` of its own
-        when ``bell`` is ``None``); never ends by itself."""
+        when ``bell`` is ``None``); never ends by itself. A Redis restart loses nothing (the cursors
+        are ours): while no bell rings Redis is asked every ``check_every_s``, and once it has not
+        answered for ``give_up_after_s`` the last error is raised.
+
+        Raises:
+            RedisError: Redis stayed out of reach for ``give_up_after_s``.
+        """
         cursors = await self._starts(pools, since_ms)
         bell = bell or Bell(self.redis, self.keys.bell())
         listener = bell.listen(cursors)
+        down_since: float | None = None
+        check_every_s = min(check_every_s, max(0.5, give_up_after_s / 4))
         try:
             while True:
-                for stream, entries in await read_rung(self.redis, listener, cursors):
+                try:
+                    rung = await read_rung(self.redis, listener, cursors, timeout_s=check_every_s)
+                    if not rung:
+                        await self.redis.ping()
+                    down_since = None
+                except RedisError:
+                    now = time.monotonic()
+                    down_since = now if down_since is None else down_since
+                    if now - down_since >= give_up_after_s:
+                        raise
+                    await asyncio.sleep(min(1.0, check_every_s))
+                    continue
+                for stream, entries in rung:
                     pool = pool_of_stream(stream)
                     for pos, fields in entries:
                         yield decode_entry(pool, pos, fields)

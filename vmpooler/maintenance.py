@@ -102,7 +102,7 @@ async def _audit(service: Service, log: AuditLog, args: argparse.Namespace) -> i
         _say(f"no events for pool {args.pool!r}")
         return 1
     if args.follow:
-        async for r in log.follow(pools, since):
+        async for r in log.follow(pools, since, give_up_after_s=service.settings.redis.startup_timeout):
             print(format_event(r, args.json), flush=True)
         return 0
     for pool in pools:

@@ -17,6 +17,7 @@ from events.bell import Bell
 from projectors.audit import AuditLog
 from providers.dummy import DummyProvider
 from tests.integration.test_store import META, FakeClock, _targets, poll, settings_
+from vmpooler.redis_server import RedisServer
 
 
 class Sent:
@@ -135,3 +136,32 @@ async def test_audit_follow_prints_what_is_appended_to_any_followed_pool(
         ("new", "vm.clone-requested"),
         ("new", "vm.clone-requested"),
     ]
+
+
+async def test_audit_follow_outlives_a_redis_restart_and_misses_nothing(prefix: str) -> None:
+    keys = Keys(prefix)
+    server = RedisServer(appendonly=True).start()
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        cmds = PoolCommands(client, keys, clock=FakeClock())
+        await cmds.configure("p", settings_(0, 1), META)
+        follow = AuditLog(client, keys).follow(["p"], since_ms=0, give_up_after_s=60, check_every_s=0.2)
+        assert (await asyncio.wait_for(anext(follow), 10)).type == "pool.configured"
+        server.kill()
+        nxt = asyncio.ensure_future(anext(follow))  # raises if the follower gives up on Redis
+        server.start()  # same port and data dir: restarted from its AOF
+        await poll(lambda: _appended(cmds))
+        got = await asyncio.wait_for(nxt, 20)
+        assert got.type == "pool.reset"
+        await follow.aclose()
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+async def _appended(cmds: PoolCommands) -> bool:
+    try:
+        await cmds.reset("p", META)
+    except aioredis.ConnectionError:
+        return False
+    return True
