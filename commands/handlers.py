@@ -20,6 +20,7 @@ from events import Recorded
 from events.lifecycle import TRANSITIONS
 from events.streams import text
 
+from .backoff import CloneBackoff
 from .dns import DnsRecords
 from .errors import Refused
 from .ondemand import is_permanent_error
@@ -61,6 +62,9 @@ class Handlers:
         provider_calls: clone, destroy and task calls in flight at once (vmpooler's task_limit).
         dns: the pools' DNS plugins; records are published as part of a clone and withdrawn as part
             of a destroy (``None``: no records are managed).
+        backoff: the pools' clone back-off (default: 1 s doubling to 60 s, see :mod:`commands.backoff`).
+        pause: awaited for each wait of a clone held by the back-off; returns early when the handlers
+            stop (tests inject one driven by their clock).
     """
 
     def __init__(
@@ -73,6 +77,8 @@ class Handlers:
         migrate: bool = False,
         provider_calls: int = 10,
         dns: DnsRecords | None = None,
+        backoff: CloneBackoff | None = None,
+        pause: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.commands = commands
         self.targets = targets
@@ -85,6 +91,8 @@ class Handlers:
         self._stopping = asyncio.Event()
         self.dns = dns if dns is not None else DnsRecords()
         self.marks = TaskMarks(commands.redis, commands.keys)
+        self.backoff = backoff or CloneBackoff(commands.redis, commands.keys)
+        self._pause = pause or self._wait
 
     def stop(self) -> None:
         """Make long handlers (readiness polling) return soon; their entries stay pending for the
@@ -130,8 +138,29 @@ class Handlers:
             return False
         return True
 
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _admitted(self, pool: str, vm: str) -> bool | None:
+        """Wait out the pool's clone back-off; returns whether this clone is the period's probe, or
+        ``None`` when the VM left ``cloning`` meanwhile (boot timeout, drain). Rechecked every few
+        seconds, so a probe's success releases the waiting clones soon."""
+        while True:
+            admission = await self.backoff.admit(pool)
+            if admission.go:
+                return admission.probe
+            await self._pause(min(admission.wait_s, _BACKOFF_RECHECK_S))
+            if self._stopping.is_set():
+                raise asyncio.CancelledError  # not done: leave the entry pending for another delivery
+            if await self._state(pool, vm) != "cloning":
+                return None
+
     async def _clone(self, pool: str, vm: str, e: ev.VmCloneRequested, deliveries: int, meta: Meta) -> None:
         if await self._state(pool, vm) != "cloning":
+            return
+        probe = await self._admitted(pool, vm)
+        if probe is None:
             return
         if not await self._append(pool, vm, ev.VmCloneStarted(worker=self.worker, attempt=deliveries), meta):
             return
@@ -150,9 +179,16 @@ class Handlers:
             error, error_class = str(exc) or type(exc).__name__, type(exc).__name__
             flagged = isinstance(exc, ProviderError) and exc.permanent
             permanent = is_permanent_error(error, error_class, flagged=flagged)
+            # before the failure is logged: it requests the replacement clone, which must see the back-off
+            retry_in = exc.retry_in if isinstance(exc, ProviderError) else 0.0
+            period = await self.backoff.failed(pool, probe=probe, at_least_s=retry_in)
+            log.warning(
+                "clone of %s in pool %s failed: %s; the pool's clones wait %g s", vm, pool, error, period
+            )
             failed = ev.VmCloneFailed(error=error, error_class=error_class, permanent=permanent)
             await self._append(pool, vm, failed, meta)
             return
+        await self.backoff.succeeded(pool)
         cloned = ev.VmCloned(
             seconds=round(time.monotonic() - started, 3), ip=info.ip, host=info.host, adopted=adopted
         )
@@ -267,6 +303,9 @@ def _outcome(e: ev.Event, result: object) -> ev.Event | None:
         return ev.VmReverted(name=e.name)
     return ev.VmMigrated(host=result) if isinstance(result, str) and result else None
 
+
+_BACKOFF_RECHECK_S = 5.0
+"""How often a clone held by the back-off looks again (a probe's success ends the back-off early)."""
 
 _SIMPLE: Mapping[str, None] = dict.fromkeys(
     (

@@ -75,11 +75,15 @@ class ProviderError(Exception):
     Args:
         message: what went wrong, in the provider's words.
         permanent: ``True`` when retrying cannot help (missing template, bad credentials, ...).
+        retry_in: seconds before the provider expects a retry to have a chance (an open circuit breaker,
+            a quota or throttling pause); 0 when it does not know. A failed clone's pool backs off at
+            least this long (see :mod:`commands.backoff`).
     """
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False, retry_in: float = 0.0) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.retry_in = retry_in
 
 
 @runtime_checkable

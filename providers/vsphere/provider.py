@@ -209,7 +209,7 @@ class VsphereProvider:
             try:
                 breaker.before_call()
             except CircuitOpenError as exc:
-                raise ProviderError(f"vSphere provider {self.name}: {exc}") from exc
+                raise ProviderError(f"vSphere provider {self.name}: {exc}", retry_in=exc.retry_in) from exc
         loop = asyncio.get_running_loop()
         started = asyncio.Event()
 
