@@ -9,28 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-__all__ = [
-    "GLOBAL_KEYS",
-    "POOL_KEYS",
-    "PROVIDER_KEYS",
-    "ProviderMetrics",
-    "VsphereOptions",
-    "merge_options",
-    "metric_segment",
-    "snapshot_tuning",
-]
+from providers.guard import RESILIENCE_KEYS
+from providers.guard import merge_options as merge
+
+__all__ = ["GLOBAL_KEYS", "POOL_KEYS", "PROVIDER_KEYS", "VsphereOptions", "merge_options", "snapshot_tuning"]
 
 GLOBAL_KEYS = (
-    "circuit_breaker_enabled",
-    "circuit_breaker_failure_threshold",
-    "circuit_breaker_timeout",
-    "circuit_breaker_half_open_attempts",
-    "adaptive_timeout_enabled",
-    "connection_pool_timeout_min",
-    "connection_pool_timeout_max",
-    "connection_pool_timeout_initial",
+    *RESILIENCE_KEYS,
     "migration_limit",
     "manage_host_selection",
     "host_selection_max_age",
@@ -72,40 +59,9 @@ POOL_KEYS = (
 """Every pool key the provider reads from ``PoolTarget.options``."""
 
 
-class ProviderMetrics(Protocol):
-    """What the provider emits metrics through (structurally the core's metrics port, which providers may
-    not import): best effort, never blocking, never raising."""
-
-    def increment(self, label: str, n: int = 1) -> None:
-        """Add ``n`` to the counter ``label``."""
-        ...
-
-    def timing(self, label: str, ms: float) -> None:
-        """Record one duration of ``ms`` milliseconds under ``label``."""
-        ...
-
-
-def metric_segment(value: str) -> str:
-    """``value`` as one segment of a dotted metric name (a host's FQDN must not add levels)."""
-    return value.translate(_UNSAFE) or "unknown"
-
-
-_UNSAFE = str.maketrans({c: "_" for c in ". \t\n:|@"})
-
-
 def merge_options(options: Mapping[str, Any], global_options: object = None) -> dict[str, Any]:
-    """The provider block over the :data:`GLOBAL_KEYS` of ``:config:`` (unset or ``None`` values skipped).
-
-    ``global_options`` is a mapping or an object with those keys as attributes (the core's settings of
-    ``:config:``), or ``None``.
-    """
-    if isinstance(global_options, Mapping):
-        given = {key: global_options.get(key) for key in GLOBAL_KEYS}
-    else:
-        given = {key: getattr(global_options, key, None) for key in GLOBAL_KEYS}
-    merged = {key: value for key, value in given.items() if value is not None}
-    merged.update({key: value for key, value in options.items() if value is not None})
-    return merged
+    """The provider block over the :data:`GLOBAL_KEYS` of ``:config:`` (see :func:`providers.guard.merge_options`)."""
+    return merge(options, global_options, GLOBAL_KEYS)
 
 
 def _int(options: Mapping[str, Any], key: str, default: int, *, minimum: int = 0) -> int:

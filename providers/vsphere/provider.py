@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from pyVmomi import vim
 
 from commands.provider import OptionKeys, PoolTarget, ProviderError, VmInfo
+from providers.guard import Guard, ProviderMetrics, Started, metric_segment
 from providers.vsphere.clone import Migration, create, current_host, migrate
 from providers.vsphere.connection import ConnectionPool, Credentials, Ticket
 from providers.vsphere.hosts import HostSelector
 from providers.vsphere.ops import OpsCache, Placement, Target, VmOps, port_open
-from providers.vsphere.options import (
-    POOL_KEYS,
-    PROVIDER_KEYS,
-    ProviderMetrics,
-    VsphereOptions,
-    merge_options,
-    metric_segment,
-    snapshot_tuning,
-)
+from providers.vsphere.options import POOL_KEYS, PROVIDER_KEYS, VsphereOptions, merge_options, snapshot_tuning
 from providers.vsphere.purge import purge
-from providers.vsphere.resilience import AdaptiveTimeout, CircuitBreaker, CircuitOpenError
 from providers.vsphere.slots import LocalSlots, MigrationSlots, RedisSlots
 
 __all__ = ["VsphereProvider"]
@@ -107,8 +95,6 @@ class VsphereProvider:
         server = options.get("server")
         if not isinstance(server, str) or not server:
             raise ValueError("vsphere provider option 'server' is required")
-        if executor_workers < 1:
-            raise ValueError(f"executor_workers must be at least 1, got {executor_workers}")
         self.name = name
         self.metrics = metrics
         merged = merge_options(options, global_options)
@@ -125,8 +111,8 @@ class VsphereProvider:
             port=opts.port,
             insecure=bool(options.get("insecure", False)),
         )
-        self.breaker = CircuitBreaker.from_options(name, merged)
-        self.timeout = AdaptiveTimeout.from_options(merged)
+        self.guard = Guard(name, f"vSphere {creds.where}", merged, workers=executor_workers)
+        self.breaker, self.timeout = self.guard.breaker, self.guard.timeout
         self.connections = ConnectionPool(
             creds,
             size=opts.connection_pool_size,
@@ -149,9 +135,6 @@ class VsphereProvider:
             )
         )
         self._cache = OpsCache()
-        self._executor = ThreadPoolExecutor(
-            max_workers=executor_workers, thread_name_prefix=f"vsphere-{name}"
-        )
 
     # plumbing -----------------------------------------------------------------------------------------------
 
@@ -193,77 +176,24 @@ class VsphereProvider:
         )
 
     async def _call(self, fn: Callable[[VmOps], T], *, task: bool = False) -> T:
-        """Run ``fn`` on a pooled session in the executor, behind the circuit breaker and a timeout.
+        """Run ``fn`` on a pooled session behind the guard (:class:`providers.guard.Guard`): the adaptive
+        timeout bounds getting a thread, a session and its login, and, but for calls that wait for a
+        vSphere task (clone, destroy, disk, snapshot), the whole call; a task then has ``task_timeout``.
+        So a call that cannot start (vCenter refusing connections, logins failing) fails within the
+        adaptive timeout, naming the vCenter and the last login error. A call given up on frees its pool
+        slot at once; its session is dropped, never lent again."""
+        ticket = Ticket()
 
-        The adaptive timeout bounds getting a worker thread, a session and its login, and, but for calls
-        that wait for a vSphere task (clone, destroy, disk, snapshot), the whole call; a task then has
-        ``task_timeout``, as its duration says nothing about vCenter's responsiveness. So a call that
-        cannot start (vCenter refusing connections, logins failing) fails within the adaptive timeout,
-        naming the vCenter and the last login error."""
+        def work(started: Started) -> T:
+            ticket.on_start = started
+            return self.connections.run(lambda si: fn(VmOps(si, self._cache)), ticket)
 
-        def work(si: vim.ServiceInstance) -> T:
-            return fn(VmOps(si, self._cache))
-
-        breaker = self.breaker
-        if breaker is not None:
-            try:
-                breaker.before_call()
-            except CircuitOpenError as exc:
-                raise ProviderError(f"vSphere provider {self.name}: {exc}", retry_in=exc.retry_in) from exc
-        loop = asyncio.get_running_loop()
-        started = asyncio.Event()
-
-        def on_start() -> None:
-            loop.call_soon_threadsafe(started.set)
-
-        ticket = Ticket(on_start=on_start)
-        limit = self.timeout.current
-        begun = time.monotonic()
-        call = asyncio.wrap_future(self._executor.submit(self.connections.run, work, ticket))
-        try:
-            result = await self._finish(call, started, limit, task)
-        except TimeoutError:
-            self.connections.abandon(ticket)  # frees the slot; the session is dropped, never lent again
-            call.cancel()
-            self.timeout.record_failure()
-            if breaker is not None:
-                breaker.record_failure()
-            raise ProviderError(
-                self._timed_out(ticket, self.task_timeout if task and started.is_set() else limit)
-            ) from None
-        except ProviderError as exc:
-            if exc.permanent:  # vCenter answered: healthy, but not a duration sample
-                if breaker is not None:
-                    breaker.record_success()
-            else:
-                self.timeout.record_failure()
-                if breaker is not None:
-                    breaker.record_failure()
-            raise
-        except asyncio.CancelledError:
-            self.connections.abandon(ticket)
-            call.cancel()
-            raise
-        if not task:
-            self.timeout.record_success(time.monotonic() - begun)
-        if breaker is not None:
-            breaker.record_success()
-        return result
-
-    async def _finish(self, call: asyncio.Future[T], started: asyncio.Event, limit: float, task: bool) -> T:
-        """``call``'s result; ``TimeoutError`` when it has no session within ``limit`` or (a task) does not
-        finish within ``task_timeout`` after that, or (not a task) does not finish within ``limit``."""
-        if not task:
-            return await asyncio.wait_for(asyncio.shield(call), limit)
-        waiter = asyncio.ensure_future(started.wait())
-        either: set[asyncio.Future[Any]] = {call, waiter}
-        try:
-            await asyncio.wait(either, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-        if not (call.done() or started.is_set()):
-            raise TimeoutError
-        return await asyncio.wait_for(asyncio.shield(call), self.task_timeout)
+        return await self.guard.call(
+            work,
+            task_timeout=self.task_timeout if task else None,
+            abandon=lambda: self.connections.abandon(ticket),
+            timed_out=lambda started, limit: self._timed_out(ticket, limit),
+        )
 
     def _timed_out(self, ticket: Ticket, limit: float) -> str:
         pool = self.connections
@@ -303,8 +233,8 @@ class VsphereProvider:
         if ip is None or self.ready_check_port <= 0:
             return ip is not None
         # The TCP check holds a worker thread but no vSphere session.
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, port_open, ip, self.ready_check_port, self.ready_check_timeout
+        return await self.guard.run_blocking(
+            lambda: port_open(ip, self.ready_check_port, self.ready_check_timeout)
         )
 
     async def create_disk(self, pool: PoolTarget, vm: str, size_gb: int) -> None:
@@ -343,5 +273,5 @@ class VsphereProvider:
         return await self._call(lambda ops: purge(ops, placements, allowlist), task=True)
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.connections.close)
-        self._executor.shutdown(wait=True)
+        await self.guard.run_blocking(self.connections.close)
+        self.guard.shutdown()

@@ -19,8 +19,8 @@ import pytest
 pytest.importorskip("pyVmomi", reason="pyvmomi is not installed (pip install pyvmomi)")
 
 from commands.provider import PoolTarget, ProviderError
+from providers.resilience import BreakerState
 from providers.vsphere import VsphereProvider
-from providers.vsphere.resilience import BreakerState
 from tests.vcsim import VcsimServer, build_vcsim, last_build_error, start_vcsim
 
 POOL = PoolTarget(name="fail-pool", template="templates/none", options={"folder": "vmpooler-fail/fail-pool"})

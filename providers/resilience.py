@@ -1,8 +1,8 @@
 """A circuit breaker and an adaptive call timeout for provider calls (vmpooler's ``circuit_breaker.rb`` and
 ``adaptive_timeout.rb``, reference §2.8). Pure logic: no I/O, an injectable monotonic clock, thread-safe.
 
-Unlike vmpooler, where both are created but no call is routed through them, the vSphere provider puts every
-vCenter call behind one of each (see :meth:`providers.vsphere.provider.VsphereProvider._call`).
+Unlike vmpooler, where both are created but no call is routed through them, every call of the vSphere and
+EC2 providers goes through one of each (see :class:`providers.guard.Guard`).
 """
 
 from __future__ import annotations

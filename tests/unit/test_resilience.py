@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from providers.vsphere.resilience import AdaptiveTimeout, BreakerState, CircuitBreaker, CircuitOpenError
+from providers.resilience import AdaptiveTimeout, BreakerState, CircuitBreaker, CircuitOpenError
 
 
 class Clock:
