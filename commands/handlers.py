@@ -101,11 +101,7 @@ class Handlers:
         self._stopping.set()
 
     def wants(self, event_type: str) -> bool:
-        return (
-            event_type in _ENTERS_COMPLETED
-            or event_type in _SIMPLE
-            or (event_type == "vm.checked-out" and self.migrate)
-        )
+        return event_type in _ENTERS_COMPLETED or event_type in _SIMPLE
 
     async def handle(self, r: Recorded, deliveries: int = 1) -> None:
         meta = Meta(f"worker:{self.worker}", r.correlation_id, r.event_id)
@@ -118,7 +114,7 @@ class Handlers:
             attempt = e.attempt if isinstance(e, ev.VmDestroyRequested) else 1
             await self._destroy(r.stream, r.vm, attempt, deliveries > 1, meta)
         elif isinstance(e, ev.VmCheckedOut):
-            await self._task(r, "migrate", meta, lambda p, t: p.migrate_vm(t, r.vm))
+            await self._checked_out(r, e, meta)
         elif isinstance(e, ev.VmDiskRequested):
             await self._task(r, "disk", meta, lambda p, t: p.create_disk(t, r.vm, e.size_gb))
         elif isinstance(e, ev.VmSnapshotRequested):
@@ -244,6 +240,18 @@ class Handlers:
             return
         await self._append(pool, vm, ev.VmDestroyed(seconds=round(time.monotonic() - started, 3)), meta)
 
+    async def _checked_out(self, r: Recorded, e: ev.VmCheckedOut, meta: Meta) -> None:
+        """Label the VM with its user where the provider keeps labels (best effort: cost reports only),
+        then migrate it if migration is on."""
+        if e.token_user:
+            provider, target = self.targets(r.stream)
+            try:
+                await provider.tag_vm(target, r.vm, {"token-user": e.token_user})
+            except Exception as exc:
+                log.warning("tagging %s with its user failed: %s", r.vm, exc)
+        if self.migrate:
+            await self._task(r, "migrate", meta, lambda p, t: p.migrate_vm(t, r.vm))
+
     async def _task(
         self,
         r: Recorded,
@@ -311,6 +319,7 @@ _SIMPLE: Mapping[str, None] = dict.fromkeys(
     (
         "vm.clone-requested",
         "vm.cloned",
+        "vm.checked-out",
         "vm.destroy-requested",
         "vm.disk-requested",
         "vm.snapshot-requested",

@@ -7,6 +7,7 @@ destroying a VM that is gone succeeds. Blocking SDKs must run behind a bounded e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -126,6 +127,11 @@ class Provider(Protocol):
 
     async def migrate_vm(self, pool: PoolTarget, vm: str) -> str:
         """Move a just-checked-out VM to a better host if the provider wants to; return its host."""
+        ...
+
+    async def tag_vm(self, pool: PoolTarget, vm: str, tags: Mapping[str, str]) -> None:
+        """Label ``vm`` with ``tags`` where the backend keeps labels (vmpooler's ``tag_vm_user``: the
+        checkout user as ``token-user``, for cost reports); a backend without labels does nothing."""
         ...
 
     async def purge_unconfigured(self, pools: list[PoolTarget], allowlist: list[str]) -> list[str]:

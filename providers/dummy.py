@@ -71,6 +71,7 @@ class DummyVm(msgspec.Struct, frozen=True, kw_only=True):
     ready: bool = False
     disks: list[int] = msgspec.field(default_factory=list)
     snapshots: list[str] = msgspec.field(default_factory=list)
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 def validate_knobs(options: Mapping[str, Any]) -> dict[str, float]:
@@ -264,6 +265,13 @@ class DummyProvider:
         target = self._rng.choice([h for h in HOSTS if h != record.host])
         done = await self._operate(pool, vm, "migratevm", lambda r: replace(r, host=target))
         return done.host
+
+    async def tag_vm(self, pool: PoolTarget, vm: str, tags: Mapping[str, str]) -> None:
+        """Record ``tags`` on ``vm`` (no delay or failure knob)."""
+        await self._require(pool.name, vm)
+        done = await self._update(self._key(pool.name), vm, lambda r: replace(r, tags={**r.tags, **tags}))
+        if done is None:
+            raise ProviderError(f"VM {vm} disappeared from pool {pool.name} while being tagged")
 
     async def purge_unconfigured(self, pools: list[PoolTarget], allowlist: list[str]) -> list[str]:
         """Delete every VM of a pool that is neither in ``pools`` nor (by pool name) in ``allowlist``.

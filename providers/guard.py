@@ -11,6 +11,7 @@ has that long once it started. Retryable failures and timeouts count against the
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,15 @@ from typing import Any, Protocol, TypeVar
 from commands.provider import ProviderError
 from providers.resilience import AdaptiveTimeout, CircuitBreaker, CircuitOpenError
 
-__all__ = ["RESILIENCE_KEYS", "Guard", "ProviderMetrics", "Started", "merge_options", "metric_segment"]
+__all__ = [
+    "RESILIENCE_KEYS",
+    "Guard",
+    "ProviderMetrics",
+    "Started",
+    "merge_options",
+    "metric_segment",
+    "port_open",
+]
 
 RESILIENCE_KEYS = (
     "circuit_breaker_enabled",
@@ -57,6 +66,15 @@ def metric_segment(value: str) -> str:
 
 
 _UNSAFE = str.maketrans({c: "_" for c in ". \t\n:|@"})
+
+
+def port_open(ip: str, port: int, timeout: float) -> bool:
+    """Whether a TCP connection to ``ip:port`` succeeds within ``timeout`` seconds (a guest's readiness)."""
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def merge_options(
@@ -151,7 +169,8 @@ class Guard:
             )
             raise ProviderError(message) from None
         except ProviderError as exc:
-            if exc.permanent:  # the endpoint answered: healthy, but not a duration sample
+            # the endpoint answered (a permanent error, or "not now, retry in ..."): healthy, no sample
+            if exc.permanent or exc.retry_in > 0:
                 self._succeeded(None)
             else:
                 self._failed()

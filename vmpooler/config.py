@@ -34,6 +34,7 @@ from commands.settings import (
     TracingSettings,
 )
 from providers.dummy import DummyProvider
+from providers.ec2 import Ec2Provider
 from providers.vsphere import VsphereProvider
 from vmpooler._config_build import (
     build_auth,
@@ -53,7 +54,7 @@ __all__ = ["ConfigError", "Finding", "deep_merge", "load_settings", "normalize_k
 log = logging.getLogger(__name__)
 
 PROVIDER_OPTION_KEYS: Mapping[str, OptionKeys] = {
-    cls.TYPE: cls.OPTION_KEYS for cls in (DummyProvider, VsphereProvider)
+    cls.TYPE: cls.OPTION_KEYS for cls in (DummyProvider, VsphereProvider, Ec2Provider)
 }
 """The provider classes built in, and the option keys each declares it reads."""
 DEFAULT_PROVIDER_CLASSES: tuple[str, ...] = tuple(PROVIDER_OPTION_KEYS)

@@ -34,6 +34,7 @@ from events.bell import Bell
 from projectors import ALL_PROJECTIONS, OndemandStatus, ProjectionRunner, ReadModels
 from projectors.history import History
 from providers.dummy import DummyProvider
+from providers.ec2 import Ec2Provider
 from providers.vsphere import VsphereProvider
 from web.app import ApiDeps, create_app
 from web.auth import Authenticator, DummyAuthenticator
@@ -56,6 +57,14 @@ PROVIDER_CLASSES: dict[str, Callable[[ProviderSettings, aioredis.Redis, str, Ser
         global_options=service.settings.config,
         metrics=service.metrics,
         redis=redis,  # migration_limit is counted across processes
+        key_prefix=prefix,
+    ),
+    "ec2": lambda p, redis, prefix, service: Ec2Provider(
+        p.name,
+        p.options,
+        global_options=service.settings.config,
+        metrics=service.metrics,
+        redis=redis,  # instances per pool, for the dashboard
         key_prefix=prefix,
     ),
 }

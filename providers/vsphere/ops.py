@@ -8,7 +8,6 @@ a container view, so lookups cost one call and see only the pool's folder.
 from __future__ import annotations
 
 import contextlib
-import socket
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,7 @@ from providers.vsphere.connection import wait_task
 _vim: Any = vim  # data-object constructors are untyped in the pyvmomi stubs
 _UNUSABLE_IP_PREFIXES = ("0.", "169.254.")  # unset or link-local: the guest has no real address yet
 
-__all__ = ["OpsCache", "Placement", "Target", "VmOps", "clean_path", "port_open"]
+__all__ = ["OpsCache", "Placement", "Target", "VmOps", "clean_path"]
 
 # ServiceContent per session (keyed by its SOAP stub, which its references are bound to): fetched once,
 # not on every call
@@ -281,15 +280,6 @@ class VmOps:
         vm = self.require_vm(t)
         host = vm.runtime.host
         return str(host.name) if host is not None else ""
-
-
-def port_open(ip: str, port: int, timeout: float) -> bool:
-    """Whether a TCP connection to ``ip:port`` succeeds within ``timeout`` seconds."""
-    try:
-        with socket.create_connection((ip, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _find_snapshot(tree: Any, name: str) -> Any:

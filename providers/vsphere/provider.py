@@ -8,11 +8,11 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 
 from commands.provider import OptionKeys, PoolTarget, ProviderError, VmInfo
-from providers.guard import Guard, ProviderMetrics, Started, metric_segment
+from providers.guard import Guard, ProviderMetrics, Started, metric_segment, port_open
 from providers.vsphere.clone import Migration, create, current_host, migrate
 from providers.vsphere.connection import ConnectionPool, Credentials, Ticket
 from providers.vsphere.hosts import HostSelector
-from providers.vsphere.ops import OpsCache, Placement, Target, VmOps, port_open
+from providers.vsphere.ops import OpsCache, Placement, Target, VmOps
 from providers.vsphere.options import POOL_KEYS, PROVIDER_KEYS, VsphereOptions, merge_options, snapshot_tuning
 from providers.vsphere.purge import purge
 from providers.vsphere.slots import LocalSlots, MigrationSlots, RedisSlots
@@ -267,6 +267,9 @@ class VsphereProvider:
             await slots.release(vm)
         self._count_migration(pool.name, moved)
         return moved.host
+
+    async def tag_vm(self, pool: PoolTarget, vm: str, tags: Mapping[str, str]) -> None:
+        """vSphere VMs carry no tags here (vmpooler's vSphere provider writes none either)."""
 
     async def purge_unconfigured(self, pools: list[PoolTarget], allowlist: list[str]) -> list[str]:
         placements = [self._placement(pool) for pool in pools]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
@@ -151,3 +152,16 @@ async def test_a_disk_task_on_a_returned_vm_calls_no_provider(redis: aioredis.Re
     await s.handlers("a").handle(entry)
     assert await s.disks(vm) == []
     assert (await s.types(vm))[-1] == "vm.task-failed"
+
+
+async def test_a_checkout_labels_the_vm_with_its_user(redis: aioredis.Redis, prefix: str) -> None:
+    s = Setup(redis, prefix)
+    vm = await s.running_vm()
+    (checkout,) = [r for r in await _log(redis, s.keys) if r.type == "vm.checked-out"]
+    await s.handlers("a").handle(
+        msgspec.structs.replace(checkout, event=ev.VmCheckedOut(lifetime=1, token_user="alice"))
+    )
+    record = await s.provider.inspect(TARGET, vm)
+    assert record is not None
+    assert record.tags == {"token-user": "alice"}
+    assert (await s.types(vm))[-1] == "vm.checked-out"  # labels are not events, and nothing migrated

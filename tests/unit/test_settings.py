@@ -436,8 +436,8 @@ def test_known_provider_classes_can_be_extended() -> None:
         ),
         ({"providers": {"gce": {}}}, ":providers: gce: provider_class: unknown provider class 'gce'"),
         (
-            {"providers": {"x": {"provider_class": "ec2"}}},
-            ":providers: x: provider_class: unknown provider class 'ec2'",
+            {"providers": {"x": {"provider_class": "gce"}}},
+            ":providers: x: provider_class: unknown provider class 'gce'",
         ),
         ({"providers": {"x": 5}}, ":providers: x: expected a mapping, got 5"),
         (
