@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pyVmomi import SoapAdapter
 
+from bench._provider import arguments, destroy_all, p95
 from commands.provider import PoolTarget
 from providers.vsphere import VsphereProvider
 from tests.vcsim import TEMPLATE, build_vcsim, last_build_error, make_template, start_vcsim
@@ -85,21 +86,6 @@ async def counted_clone(
         polls += 1
         await asyncio.sleep(0.05)
     return vm, time.perf_counter() - started, created - before, counter.count - created, polls
-
-
-async def destroy_all(provider: VsphereProvider, pool: PoolTarget, vms: list[str]) -> None:
-    sem = asyncio.Semaphore(4)
-
-    async def one(vm: str) -> None:
-        async with sem:
-            await provider.destroy_vm(pool, vm)
-
-    await asyncio.gather(*(one(vm) for vm in vms))
-
-
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[max(int(len(ordered) * 0.95 + 0.999999) - 1, 0)]
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -188,9 +174,4 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--clones", type=int, default=20)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    asyncio.run(main(parser.parse_args()))
+    asyncio.run(main(arguments(__doc__)))

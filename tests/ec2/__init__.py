@@ -14,7 +14,6 @@ import http.client
 import http.server
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+
+from vmpooler.redis_server import free_port
 
 __all__ = ["FaultProxy", "MotoServer", "free_port", "moto_or_skip", "start_moto"]
 
@@ -38,12 +39,6 @@ def moto_or_skip() -> None:
             pytest.skip(f"{module} is not installed (pip install '{extra}'; `make test` installs .[test])")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class MotoServer:
     port: int
@@ -52,6 +47,13 @@ class MotoServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def reset(self) -> None:
+        """Forget every instance, volume and snapshot (moto keeps terminated instances, and its lookups
+        slow down as they pile up)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        connection.request("POST", "/moto-api/reset")
+        connection.getresponse().read()
 
     def stop(self) -> None:
         if self.process.poll() is None:
