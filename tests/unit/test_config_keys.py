@@ -15,8 +15,9 @@ import yaml
 from commands.provider import PoolTarget
 from commands.settings import ConfigError
 from providers.dummy import KNOBS
+from providers.ec2 import Ec2Provider
 from providers.vsphere import VsphereProvider
-from providers.vsphere.options import POOL_KEYS, PROVIDER_KEYS
+from providers.vsphere.options import POOL_KEYS
 from vmpooler.config import Finding, load_settings, parse_settings
 from vmpooler.config_check import render
 
@@ -235,10 +236,24 @@ def _keys_read(path: Path) -> set[str]:
     return found
 
 
-def test_the_vsphere_declaration_covers_every_key_its_code_reads() -> None:
-    read = set().union(*(_keys_read(path) for path in (ROOT / "providers" / "vsphere").glob("*.py")))
-    assert {"server", "password", "folder", "circuit_breaker_timeout"} <= read  # the scan sees reads
-    assert read <= set(PROVIDER_KEYS) | set(POOL_KEYS)
+_SHARED = ("guard.py", "resilience.py")
+"""Modules under providers/ every SDK provider reads its options through."""
+
+
+@pytest.mark.parametrize(
+    ("package", "provider", "sample"),
+    [
+        ("vsphere", VsphereProvider, {"server", "password", "folder", "circuit_breaker_timeout"}),
+        ("ec2", Ec2Provider, {"region", "subnet_id", "quota_pause", "circuit_breaker_timeout"}),
+    ],
+)
+def test_a_provider_declaration_covers_every_key_its_code_reads(
+    package: str, provider: Any, sample: set[str]
+) -> None:
+    files = [*(ROOT / "providers" / package).glob("*.py"), *(ROOT / "providers" / f for f in _SHARED)]
+    read = set().union(*(_keys_read(path) for path in files))
+    assert sample <= read  # the scan sees reads
+    assert read <= provider.OPTION_KEYS.provider | provider.OPTION_KEYS.pool
 
 
 def test_the_dummy_declares_its_knobs_for_both_places() -> None:
