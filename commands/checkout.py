@@ -19,7 +19,7 @@ from .errors import NotFound, QuotaError, Refused
 from .pool import Meta, PoolCommands
 from .settings import Settings
 
-__all__ = ["CheckoutService", "Requester", "Taken"]
+__all__ = ["ANONYMOUS", "CheckoutService", "RequestMeta", "Requester", "Taken"]
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +29,42 @@ Taken = tuple[str, str]
 
 @dataclass(frozen=True, slots=True)
 class Requester:
-    """Who checks out: the seam for token authentication (not wired yet).
+    """Who asks for a change through the API. Every write path carries it down to the
+    :class:`PoolCommands` call it makes, inside a :class:`RequestMeta`.
 
     Attributes:
-        user: the token's user, recorded on the VM (``token:user`` in vmpooler).
+        user: the token's user, recorded on the VM (``token:user`` in vmpooler); empty: anonymous.
         token_hash: hash of the validated ``X-AUTH-TOKEN``; empty when no valid token was sent.
+        admin: whether ``user`` is one of ``:auth: admins``.
     """
 
     user: str = ""
     token_hash: str = ""
+    admin: bool = False
+
+    @property
+    def actor(self) -> str:
+        """The envelope's actor of the events this requester causes: ``api:<user>``, or ``api``."""
+        return f"api:{self.user}" if self.user else "api"
+
+    def meta(self, correlation_id: str = "", causation_id: str = "") -> RequestMeta:
+        """The metadata of a command this requester asks for."""
+        return RequestMeta(self, correlation_id, causation_id)
+
+
+ANONYMOUS = Requester()
+"""A request without a (valid) token, or any request when auth is off."""
+
+
+class RequestMeta(Meta):
+    """:class:`Meta` of a command a client asked for; it carries the :class:`Requester` to the
+    :class:`PoolCommands` call, where a decision script can check the VM's owner against it."""
+
+    __slots__ = ("requester",)
+
+    def __init__(self, requester: Requester, correlation_id: str = "", causation_id: str = "") -> None:
+        super().__init__(requester.actor, correlation_id, causation_id)
+        self.requester = requester
 
 
 class CheckoutService:
@@ -103,8 +130,7 @@ class CheckoutService:
         return result
 
     def _meta(self, correlation_id: str, requester: Requester | None) -> Meta:
-        actor = f"api:{requester.user}" if requester is not None and requester.user else "api"
-        return Meta(actor, correlation_id)
+        return (requester or ANONYMOUS).meta(correlation_id)
 
     def _event(self, name: str, requester: Requester | None) -> VmCheckedOut:
         config = self._settings.config

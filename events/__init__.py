@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ._base import Event
 from .codec import SCHEMA_VERSION, AnyEvent, Recorded, decode_body, decode_entry, encode, register_upcaster
-from .control import ControlEvent, TokenCreated, TokenRevoked
+from .control import ControlChangeRefused, ControlEvent, TokenCreated, TokenRevoked
 from .keys import CONTROL, Keys
 from .ondemand import (
     OndemandAccepted,
@@ -20,8 +20,9 @@ from .ondemand import (
     PoolOndemandClosed,
     PoolOndemandRequested,
 )
-from .pool import PoolCheckoutFailed, PoolConfigured, PoolEvent, PoolReset
+from .pool import PoolChangeRefused, PoolCheckoutFailed, PoolConfigured, PoolEvent, PoolReset
 from .vm import (
+    VmChangeRefused,
     VmCheckedOut,
     VmCheckoutReverted,
     VmCloned,
@@ -55,6 +56,7 @@ __all__ = [
     "CONTROL",
     "SCHEMA_VERSION",
     "AnyEvent",
+    "ControlChangeRefused",
     "ControlEvent",
     "Event",
     "Keys",
@@ -65,6 +67,7 @@ __all__ = [
     "OndemandForgotten",
     "OndemandFulfilled",
     "OndemandReleased",
+    "PoolChangeRefused",
     "PoolCheckoutFailed",
     "PoolConfigured",
     "PoolEvent",
@@ -74,6 +77,7 @@ __all__ = [
     "Recorded",
     "TokenCreated",
     "TokenRevoked",
+    "VmChangeRefused",
     "VmCheckedOut",
     "VmCheckoutReverted",
     "VmCloneFailed",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._base import Event
 
-__all__ = ["PoolCheckoutFailed", "PoolConfigured", "PoolEvent", "PoolReset"]
+__all__ = ["PoolChangeRefused", "PoolCheckoutFailed", "PoolConfigured", "PoolEvent", "PoolReset"]
 
 
 class PoolConfigured(Event, frozen=True, tag="pool.configured"):
@@ -44,4 +44,23 @@ class PoolCheckoutFailed(Event, frozen=True, tag="pool.checkout-failed"):
     got: int = 0
 
 
-PoolEvent = PoolConfigured | PoolReset | PoolCheckoutFailed
+class PoolChangeRefused(Event, frozen=True, tag="pool.refused"):
+    """A client's change of this pool's configuration (size, template, clone target, reset) was
+    refused (401/403). Changes no state; the API records at most one per requester, pool and minute.
+
+    Attributes:
+        action: the endpoint's name (``poolsize``, ``pooltemplate``, ``clonetarget``, ``poolreset``).
+        status: the HTTP status the client got.
+        user: the requester's user; empty when no valid token was sent.
+        client: the peer address the request came from.
+        reason: why it was refused.
+    """
+
+    action: str
+    status: int
+    user: str = ""
+    client: str = ""
+    reason: str = ""
+
+
+PoolEvent = PoolConfigured | PoolReset | PoolCheckoutFailed | PoolChangeRefused

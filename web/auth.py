@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from litestar import Request, Response
 
-from commands.checkout import Requester
+from commands.checkout import ANONYMOUS, Requester
 from commands.errors import Unauthorized
 from commands.settings import Settings
 from commands.tokens import Tokens, token_hash
@@ -119,42 +119,25 @@ class Auth:
             raise Unauthorized("wrong basic credentials")
         return user
 
-    async def requester(self, request: Request[Any, Any, Any], *, required: bool) -> Requester | None:
-        """The caller behind ``X-AUTH-TOKEN`` when auth is configured (``None`` otherwise, or when no
-        token was sent and none is ``required``); records the token's use.
+    async def requester(self, request: Request[Any, Any, Any], *, required: bool) -> Requester:
+        """The caller behind ``X-AUTH-TOKEN`` when auth is configured (:data:`ANONYMOUS` otherwise,
+        or when no token was sent and none is ``required``); records the token's use.
 
         Raises:
             Unauthorized: a token was sent but is not valid, or one is required and missing.
         """
         if not self.configured:
-            return None
+            return ANONYMOUS
         token = request.headers.get("x-auth-token", "")
         if not token:
             if required:
                 raise Unauthorized("a token is required")
-            return None
+            return ANONYMOUS
         info = await self.tokens.lookup(token)
         if info is None:
             raise Unauthorized("invalid token")
         await self.tokens.touch(token)
-        return Requester(user=info.user, token_hash=token_hash(token))
-
-    async def owner_check(self, request: Request[Any, Any, Any], vm_token_hash: str) -> None:
-        """A VM checked out with a token can only be changed with that same token, or with a token of
-        one of ``:auth: admins`` (vmpooler lets any valid token touch any VM; we do not).
-
-        Raises:
-            Unauthorized: the VM has a token and the request carries neither it nor an admin's.
-        """
-        if not vm_token_hash:
-            return
-        token = request.headers.get("x-auth-token", "")
-        info = await self.tokens.lookup(token) if token else None
-        if info is None:
-            raise Unauthorized("the VM was checked out with another token")
-        if token_hash(token) != vm_token_hash and not self.is_admin(info.user):
-            raise Unauthorized("the VM was checked out with another token")
-        await self.tokens.touch(token)
+        return Requester(user=info.user, token_hash=token_hash(token), admin=self.is_admin(info.user))
 
     def is_admin(self, user: str) -> bool:
         """Whether ``user`` is one of ``:auth: admins``."""

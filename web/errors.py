@@ -2,7 +2,8 @@
 
 * validation failures -> their status (400) with ``{"ok": false, "error": ...}`` or, for
   ``PUT /vm/<hostname>``, ``{"ok": false, "failure": [...]}``;
-* ``commands.errors``: not found 404, quota 503, client 400, conflict/refused 409 (vmpooler's bodies:
+* ``commands.errors``: not found 404, unauthorized 401, :class:`Forbidden` 403, quota 503, client
+  400, conflict/refused 409 (vmpooler's bodies:
   ``{"ok": false}``, plus ``error`` where vmpooler has no answer of its own);
 * Litestar's own: unknown route 404 and wrong method 405, both ``{"ok": false}``; other 4xx keep
   their status with ``error``;
@@ -34,7 +35,7 @@ from commands.errors import (
 from web._json import json_response
 from web.validation import ValidationError, ValidationFailure, VmUpdateRejected
 
-__all__ = ["EXCEPTION_HANDLERS", "UpdateRejected", "check"]
+__all__ = ["EXCEPTION_HANDLERS", "Forbidden", "UpdateRejected", "check"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,10 @@ T = TypeVar("T")
 AnyRequest = Request[Any, Any, Any]
 
 _NOT_OK: dict[str, Any] = {"ok": False}
+
+
+class Forbidden(AppError):
+    """The requester is known but may not do this (pool control by a non-admin): 403."""
 
 
 class UpdateRejected(Exception):
@@ -77,6 +82,8 @@ def _update_rejected(_: AnyRequest, exc: UpdateRejected) -> Response[bytes]:
 def _app_error(request: AnyRequest, exc: AppError) -> Response[bytes]:
     if isinstance(exc, NotFound):
         return json_response(_NOT_OK, 404)
+    if isinstance(exc, Forbidden):
+        return json_response({"ok": False, "error": str(exc)}, 403)
     if isinstance(exc, Unauthorized):
         return json_response(
             _NOT_OK, 401, headers={"WWW-Authenticate": 'Basic realm="Authentication required"'}

@@ -15,9 +15,11 @@ from typing import Any
 from litestar import Request, Response, delete, post
 from litestar.params import FromPath
 
+from commands.checkout import Requester
 from commands.metrics import metric_segment
 from commands.pool import Meta
 from commands.settings import Settings
+from web._access import Target, authorize
 from web._deps import Services, ServicesDep
 from web._json import json_response, read_body
 from web.errors import check
@@ -28,7 +30,11 @@ __all__ = ["CONFIG_ROUTES"]
 
 _NOT_OK: dict[str, Any] = {"ok": False}
 _INTEGER = re.compile(r"\s*[+-]?\d+\s*")
-_GATE = '; 405 `{"ok": false}` unless `experimental_features` is on; with `:auth:`, 401 without a valid token'
+_GATE = (
+    '; 405 `{"ok": false}` unless `experimental_features` is on; with `:auth:`, 401 without a valid token'
+    " and, with `:auth: admins` set, 403 for anyone else's"
+)
+_403 = '{"ok": false, "error": "only admins may change pools"}'
 
 
 def _size(value: Any) -> int | None:
@@ -55,27 +61,30 @@ def _pools(settings: Settings, name: str) -> list[str]:
     return list(settings.aliases().get(name, ()))
 
 
-async def _closed(s: Services, request: Request[Any, Any, Any]) -> Response[bytes] | None:
-    """405 when the experimental endpoints are off (before anything else, as vmpooler); then,
-    with auth configured, a valid token is required (raises: 401)."""
+async def _gate(s: Services, request: Request[Any, Any, Any], target: Target) -> Requester | None:
+    """``None`` when the experimental endpoints are off (the caller answers 405, before anything
+    else, as vmpooler); else the requester, who with auth configured needs a valid token, and an
+    admin's one when ``:auth: admins`` is set (raises: 401, 403)."""
     if not s.settings.config.experimental_features:
-        return json_response(_NOT_OK, 405)
-    await s.auth.requester(request, required=True)
-    return None
+        return None
+    return await authorize(s, request, target, required=True)
 
 
 async def _opened(
-    s: Services, request: Request[Any, Any, Any], family: str = "config"
-) -> dict[str, Any] | Response[bytes]:
-    """The request's JSON object, or the answer to give instead (see :func:`_closed`); 404 for a
-    JSON ``null``; bad JSON raises (400) and counts ``<family>.invalid.unknown``."""
-    if (refused := await _closed(s, request)) is not None:
-        return refused
+    s: Services, request: Request[Any, Any, Any], action: str, family: str = "config"
+) -> tuple[dict[str, Any], Requester] | Response[bytes]:
+    """The request's JSON object and requester, or the answer to give instead (see :func:`_gate`);
+    404 for a JSON ``null``; bad JSON raises (400) and counts ``<family>.invalid.unknown``."""
+    if not s.settings.config.experimental_features:
+        return json_response(_NOT_OK, 405)
     payload = parse_json_payload(await read_body(request))
+    named = [p for n in payload for p in _pools(s.settings, n)] if isinstance(payload, dict) else []
+    requester = await _gate(s, request, Target("pools", action, pools=tuple(dict.fromkeys(named))))
+    assert requester is not None  # the gate is open
     if isinstance(payload, ValidationFailure):
         s.deps.metrics.increment(f"{family}.invalid.unknown")
     body = check(payload)
-    return json_response(_NOT_OK, 404) if body is None else body
+    return json_response(_NOT_OK, 404) if body is None else (body, requester)
 
 
 def _count_invalid(s: Services, family: str, names: list[str]) -> None:
@@ -83,21 +92,18 @@ def _count_invalid(s: Services, family: str, names: list[str]) -> None:
         s.deps.metrics.increment(f"{family}.invalid.{metric_segment(name)}")
 
 
-def _meta(s: Services) -> Meta:
-    return Meta("api", s.deps.new_id())
-
-
 async def _apply(
     s: Services,
-    body: dict[str, Any],
+    opened: tuple[dict[str, Any], Requester],
     invalid: list[str],
     key: str,
     action: Callable[[str, Any, Meta], Awaitable[bool]],
 ) -> Response[bytes]:
+    body, requester = opened
     if invalid:
         _count_invalid(s, "config", invalid)
         return json_response({"ok": False, key: invalid}, 400)
-    m, changed = _meta(s), False
+    m, changed = requester.meta(s.deps.new_id()), False
     for name, value in body.items():
         for pool in _pools(s.settings, name):
             changed = await action(pool, value, m) or changed
@@ -109,12 +115,13 @@ async def _apply(
     summary="Override pool sizes",
     status_code=200,
     description='Body `{"<pool>": "<size>"}`' + _GATE,
-    responses=docs(s200="unchanged", s201="changed", s400="`not_configured` or `message`"),
+    responses=docs(s200="unchanged", s201="changed", s400="`not_configured` or `message`", s403=_403),
 )
 async def poolsize(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
-    body = await _opened(services, request)
-    if isinstance(body, Response):
-        return body
+    opened = await _opened(services, request, "poolsize")
+    if isinstance(opened, Response):
+        return opened
+    body = opened[0]
     invalid: list[str] = []
     for name, value in body.items():
         if not _pools(services.settings, name):
@@ -127,7 +134,7 @@ async def poolsize(services: ServicesDep, request: Request[Any, Any, Any]) -> Re
     async def set_size(pool: str, value: Any, m: Meta) -> bool:
         return await service.set_size(pool, _size(value) or 0, m)
 
-    return await _apply(services, body, invalid, "not_configured", set_size)
+    return await _apply(services, opened, invalid, "not_configured", set_size)
 
 
 @post(
@@ -135,19 +142,20 @@ async def poolsize(services: ServicesDep, request: Request[Any, Any, Any]) -> Re
     summary="Override pool templates (drains)",
     status_code=200,
     description='Body `{"<pool>": "<template path>"}`' + _GATE,
-    responses=docs(s200="unchanged", s201="changed", s400="`bad_templates` or `message`"),
+    responses=docs(s200="unchanged", s201="changed", s400="`bad_templates` or `message`", s403=_403),
 )
 async def pooltemplate(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
-    body = await _opened(services, request)
-    if isinstance(body, Response):
-        return body
+    opened = await _opened(services, request, "pooltemplate")
+    if isinstance(opened, Response):
+        return opened
+    body = opened[0]
     invalid: list[str] = []
     for name, value in body.items():
         if not _pools(services.settings, name):
             invalid.append(name)
         if _bad_template(value):
             invalid.append(name)
-    return await _apply(services, body, invalid, "bad_templates", services.pool_config.set_template)
+    return await _apply(services, opened, invalid, "bad_templates", services.pool_config.set_template)
 
 
 @post(
@@ -155,15 +163,16 @@ async def pooltemplate(services: ServicesDep, request: Request[Any, Any, Any]) -
     summary="Override clone targets (drains)",
     status_code=200,
     description='Body `{"<pool>": "<cluster>"}`' + _GATE,
-    responses=docs(s200="unchanged", s201="changed", s400="`bad_templates` or `message`"),
+    responses=docs(s200="unchanged", s201="changed", s400="`bad_templates` or `message`", s403=_403),
 )
 async def clonetarget(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
-    body = await _opened(services, request)
-    if isinstance(body, Response):
-        return body
+    opened = await _opened(services, request, "clonetarget")
+    if isinstance(opened, Response):
+        return opened
+    body = opened[0]
     settings = services.settings
     invalid = [n for n, v in body.items() if not _pools(settings, n) or not isinstance(v, str)]
-    return await _apply(services, body, invalid, "bad_templates", services.pool_config.set_clone_target)
+    return await _apply(services, opened, invalid, "bad_templates", services.pool_config.set_clone_target)
 
 
 @post(
@@ -171,18 +180,19 @@ async def clonetarget(services: ServicesDep, request: Request[Any, Any, Any]) ->
     summary="Drain and refill pools",
     status_code=201,
     description='Body `{"<pool>": "<anything>"}`' + _GATE,
-    responses=docs(s201='{"ok": true}', s400="`bad_pools` or `message`"),
+    responses=docs(s201='{"ok": true}', s400="`bad_pools` or `message`", s403=_403),
 )
 async def poolreset(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
-    body = await _opened(services, request, "poolreset")
-    if isinstance(body, Response):
-        return body
+    opened = await _opened(services, request, "poolreset", "poolreset")
+    if isinstance(opened, Response):
+        return opened
+    body, requester = opened
     settings = services.settings
     invalid = [n for n in body if not _pools(settings, n)]
     if invalid:
         _count_invalid(services, "poolreset", invalid)
         return json_response({"ok": False, "bad_pools": invalid}, 400)
-    m = _meta(services)
+    m = requester.meta(services.deps.new_id())
     for name in body:
         for pool in _pools(settings, name):
             await services.pool_config.reset(pool, m)
@@ -196,12 +206,13 @@ async def _undo(
     action: Callable[[str, Meta], Awaitable[tuple[bool, Any, Any]]],
     field: str,
 ) -> Response[bytes]:
-    if (refused := await _closed(s, request)) is not None:
-        return refused
     pools = _pools(s.settings, name)
+    requester = await _gate(s, request, Target("pools", f"undo_{field}", pools=tuple(pools[:1])))
+    if requester is None:
+        return json_response(_NOT_OK, 405)
     if not pools:
         return json_response(_NOT_OK, 404)
-    changed, before, startup = await action(pools[0], _meta(s))
+    changed, before, startup = await action(pools[0], requester.meta(s.deps.new_id()))
     body = {"ok": True, f"{field}_before_reset": before, f"{field}_before_overrides": startup}
     return json_response(body, 201 if changed else 200)
 
@@ -211,7 +222,7 @@ async def _undo(
     summary="Undo a pool size override",
     status_code=200,
     description="Back to the configured size" + _GATE,
-    responses=docs(s200="unchanged", s201="restored", s404='{"ok": false}: unknown pool'),
+    responses=docs(s200="unchanged", s201="restored", s403=_403, s404='{"ok": false}: unknown pool'),
 )
 async def undo_size(
     pool: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
@@ -224,7 +235,7 @@ async def undo_size(
     summary="Undo a pool template override",
     status_code=200,
     description="Back to the configured template (drains)" + _GATE,
-    responses=docs(s200="unchanged", s201="restored", s404='{"ok": false}: unknown pool'),
+    responses=docs(s200="unchanged", s201="restored", s403=_403, s404='{"ok": false}: unknown pool'),
 )
 async def undo_template(
     pool: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]

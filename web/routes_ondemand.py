@@ -19,8 +19,8 @@ from litestar.params import FromPath
 from commands.checkout import Requester
 from commands.errors import ConflictError, NotFound
 from commands.metrics import metric_segment
-from commands.pool import Meta
 from projectors.ondemand import OndemandView
+from web._access import Target, authorize
 from web._deps import Services, ServicesDep
 from web._json import json_response, read_body
 from web._render import hostname
@@ -86,7 +86,7 @@ def _not_found(request_id: str) -> Response[bytes]:
 
 
 async def _create(
-    s: Services, payload: dict[str, Any], request_id: object, requester: Requester | None
+    s: Services, payload: dict[str, Any], request_id: object, requester: Requester
 ) -> Response[bytes]:
     settings, metrics = s.settings, s.deps.metrics
     if not payload:
@@ -111,9 +111,8 @@ async def _create(
     else:
         message = "request_id must be 1-100 letters, digits, '.', '_' or '-'"
         return json_response({"ok": False, "message": message}, 400)
-    actor = f"api:{requester.user}" if requester is not None and requester.user else "api"
     try:
-        await s.ondemand.accept(rid, s.ondemand.plan(wanted), requester, Meta(actor, rid))
+        await s.ondemand.accept(rid, s.ondemand.plan(wanted), requester, requester.meta(rid))
     except ConflictError as exc:
         metrics.increment("ondemandrequest_generate.duplicaterequests")
         return json_response({"ok": False, "request_id": rid, "message": str(exc)}, 409)
@@ -140,7 +139,7 @@ _POST_DOCS = docs(
 )
 async def create_json(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
     services.deps.metrics.increment("http_requests_vm_total.post.ondemand.requestid")
-    requester = await services.auth.requester(request, required=True)
+    requester = await authorize(services, request, Target("new", "ondemand"), required=True)
     payload = check(parse_json_payload(await read_body(request)))
     if payload is None:
         return json_response({"ok": False}, 404)
@@ -159,7 +158,7 @@ async def create_path(
     names: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
 ) -> Response[bytes]:
     services.deps.metrics.increment("http_requests_vm_total.delete.ondemand.template")  # sic: vmpooler's
-    requester = await services.auth.requester(request, required=True)
+    requester = await authorize(services, request, Target("new", "ondemand"), required=True)
     wanted = checkout_request_from_path(names)
     if isinstance(wanted, ValidationFailure):  # the ondemand endpoints answer with "message"
         wanted = msgspec.structs.replace(wanted, key="message")
@@ -199,12 +198,10 @@ async def cancel(
 ) -> Response[bytes]:
     s = services
     s.deps.metrics.increment("http_requests_vm_total.delete.ondemand.request")
-    requester = await s.auth.requester(request, required=True)
-    if s.auth.configured:  # a request made with a token is cancelled with that token only
-        await s.auth.owner_check(request, await s.ondemand.owner(request_id) or "")
-    actor = f"api:{requester.user}" if requester is not None and requester.user else "api"
+    # a request made with a token is cancelled with that token (or an admin's) only
+    requester = await authorize(s, request, Target("request", "cancel", request_id), required=True)
     try:
-        cancelled = await s.ondemand.cancel(request_id, Meta(actor, request_id))
+        cancelled = await s.ondemand.cancel(request_id, requester.meta(request_id))
     except NotFound:
         return _not_found(request_id)
     return json_response(

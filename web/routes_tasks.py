@@ -13,13 +13,14 @@ from typing import Any
 from litestar import Request, Response, post
 from litestar.params import FromPath
 
+from commands.checkout import Requester
 from commands.errors import NotFound, Refused
-from commands.pool import Meta
 from events import Event, VmDiskRequested, VmRevertRequested, VmSnapshotRequested
+from web._access import Target, authorize
 from web._deps import Services, ServicesDep
 from web._json import OK, json_response
 from web.errors import check
-from web.routes_vm import PREFIX, check_owner, docs
+from web.routes_vm import PREFIX, docs
 from web.validation import shorten_hostname, validate_disk_size, validate_hostname
 
 __all__ = ["TASK_ROUTES", "snapshot_name"]
@@ -33,9 +34,9 @@ def snapshot_name() -> str:
     return secrets.choice(_FIRST) + "".join(secrets.choice(_ALPHABET) for _ in range(31))
 
 
-async def _ask(s: Services, pool: str, vm: str, event: Event) -> None:
+async def _ask(s: Services, requester: Requester, pool: str, vm: str, event: Event) -> None:
     try:
-        await s.deps.commands.append(pool, [(vm, event)], Meta("api", s.deps.new_id()))
+        await s.deps.commands.append(pool, [(vm, event)], requester.meta(s.deps.new_id()))
     except Refused as exc:
         # vmpooler queues the task whatever the VM's state (it fails later); we refuse at once.
         raise NotFound(f"VM {vm!r} is {exc.state or 'gone'}") from None
@@ -56,12 +57,12 @@ async def add_disk(
 ) -> Response[bytes]:
     s = services
     s.deps.metrics.increment("http_requests_vm_total.post.vm.disksize")
-    await s.auth.requester(request, required=True)  # before anything else, as vmpooler
+    # A token first, as vmpooler; a VM checked out with a token accepts only that token or an
+    # admin's (vmpooler lets any token act on any VM).
+    requester = await authorize(s, request, Target("vm", "disk", shorten_hostname(hostname)), required=True)
     vm = shorten_hostname(check(validate_hostname(hostname)))
-    # A VM checked out with a token accepts only that token (vmpooler lets any token act on any VM).
-    await check_owner(s, request, vm)
     gb = check(validate_disk_size(size))
-    await _ask(s, await s.vm_ops.locate(vm), vm, VmDiskRequested(size_gb=gb))
+    await _ask(s, requester, await s.vm_ops.locate(vm), vm, VmDiskRequested(size_gb=gb))
     return json_response({"ok": True, vm: {"disk": f"+{gb}gb"}}, 202)
 
 
@@ -79,12 +80,11 @@ async def take_snapshot(
 ) -> Response[bytes]:
     s = services
     s.deps.metrics.increment("http_requests_vm_total.post.vm.snapshot")
-    await s.auth.requester(request, required=True)
     vm = shorten_hostname(hostname)  # vmpooler does not validate hostnames here; unknown ones are 404
+    requester = await authorize(s, request, Target("vm", "snapshot", vm), required=True)
     pool = await s.vm_ops.locate(vm)
-    await check_owner(s, request, vm)
     name = snapshot_name()
-    await _ask(s, pool, vm, VmSnapshotRequested(name=name))
+    await _ask(s, requester, pool, vm, VmSnapshotRequested(name=name))
     return json_response({"ok": True, vm: {"snapshot": name}}, 202)
 
 
@@ -101,13 +101,12 @@ async def revert_snapshot(
     hostname: FromPath[str], snapshot: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
 ) -> Response[bytes]:
     s = services
-    await s.auth.requester(request, required=True)
     vm = shorten_hostname(hostname)
-    await check_owner(s, request, vm)
+    requester = await authorize(s, request, Target("vm", "revert", vm), required=True)
     view = await s.deps.reads.vm(vm) if vm else None
     if view is None or snapshot not in view.snapshots:
         raise NotFound(f"VM {vm!r} has no snapshot {snapshot!r}")
-    await _ask(s, view.pool, vm, VmRevertRequested(name=snapshot))
+    await _ask(s, requester, view.pool, vm, VmRevertRequested(name=snapshot))
     return json_response(OK, 202)
 
 

@@ -14,7 +14,7 @@ from litestar.params import FromPath
 
 from commands.errors import NotFound, QuotaError
 from commands.metrics import metric_segment
-from commands.pool import Meta
+from web._access import Target, authorize
 from web._deps import Services, ServicesDep
 from web._json import OK, json_response, read_body
 from web._render import checkout_body, vm_body
@@ -63,7 +63,7 @@ async def _hand_out(
     s: Services, wanted: list[tuple[str, int]], request: Request[Any, Any, Any]
 ) -> Response[bytes]:
     # With auth configured, a sent X-AUTH-TOKEN must be valid (401); its user owns the VMs.
-    requester = await s.auth.requester(request, required=False)
+    requester = await authorize(s, request, Target("new", "checkout"), required=False)
     settings, metrics = s.settings, s.deps.metrics
     for name, _ in wanted:
         if not settings.candidates(name):
@@ -97,14 +97,6 @@ def _checked(s: Services, result: T | ValidationFailure) -> T:
     if isinstance(result, ValidationFailure):
         s.deps.metrics.increment("checkout.invalid.unknown")
     return check(result)
-
-
-async def check_owner(s: Services, request: Request[Any, Any, Any], vm: str) -> None:
-    """A VM checked out with a token needs that token, or an admin's (raises: 401). Tokens exist
-    only with auth configured."""
-    if s.auth.configured:
-        view = await s.deps.reads.vm(vm) if vm else None
-        await s.auth.owner_check(request, view.token_hash if view is not None else "")
 
 
 @get(
@@ -184,9 +176,9 @@ async def update_vm(
     vm = shorten_hostname(check(validate_hostname(hostname)))
     pool = await s.vm_ops.locate(vm)
     body = check(parse_json_body(await read_body(request)))
-    if "lifetime" in body:  # as in vmpooler, before any failure is reported
-        await s.auth.requester(request, required=True)
-        await check_owner(s, request, vm)
+    # Any change needs the owner's token (or an admin's); a lifetime needs a token whatever the VM
+    # (as in vmpooler), and both are checked before any failure is reported.
+    requester = await authorize(s, request, Target("vm", "update", vm), required="lifetime" in body)
     config = s.settings.config
     update = check(
         parse_vm_update(
@@ -196,7 +188,7 @@ async def update_vm(
             tagfilter=s.tagfilter,
         )
     )
-    meta = Meta("api", s.deps.new_id())
+    meta = requester.meta(s.deps.new_id())
     await s.vm_ops.update(pool, vm, lifetime=update.lifetime, tags=update.tags, meta=meta)
     return json_response(OK)
 
@@ -220,8 +212,8 @@ async def return_vm(
     try:
         if s.auth.configured:  # an unknown VM is 404 before any 401
             await s.vm_ops.locate(vm)
-            await check_owner(s, request, vm)
-        await s.vm_ops.give_back(vm, Meta("api", s.deps.new_id()))
+        requester = await authorize(s, request, Target("vm", "return", vm), required=False)
+        await s.vm_ops.give_back(vm, requester.meta(s.deps.new_id()))
     except NotFound:  # delete.success is counted from the log (projectors.metrics)
         s.deps.metrics.increment("delete.failed")
         raise

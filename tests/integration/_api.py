@@ -118,15 +118,35 @@ class ApiEnv:
         return raw.decode() if raw is not None else ""
 
     async def snapshot(self) -> dict[str, Any]:
-        """Everything a rejected request must leave alone: each log's length, each pool's decision
-        state, and the name registry."""
+        """Everything a rejected request must leave alone: each log (but for the record of a refused
+        attempt, ``*.refused``), each pool's decision state, and the name registry."""
         out: dict[str, Any] = {}
         for pool in self.settings.pool_names:
-            out[f"len:{pool}"] = await self.redis.xlen(self.keys.stream(pool))
+            out[f"len:{pool}"] = await self._unrefused(self.keys.stream(pool))
             out[f"state:{pool}"] = await self.redis.hgetall(self.keys.state(pool))
-        out["ctl"] = await self.redis.xlen(self.keys.control_stream())
+        out["ctl"] = await self._unrefused(self.keys.control_stream())
         out["names"] = await self.redis.hlen(self.keys.names())
         return out
+
+    async def _unrefused(self, stream: str) -> int:
+        entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", await self.redis.xrange(stream))
+        return sum(1 for _, fields in entries if not fields[b"type"].endswith(b".refused"))
+
+    async def refusals(self, stream: str) -> list[dict[str, Any]]:
+        """The ``*.refused`` entries of ``stream`` (a pool, or ``events.CONTROL``): envelope and body."""
+        entries = cast(
+            "list[tuple[bytes, dict[bytes, bytes]]]", await self.redis.xrange(self.keys.stream(stream))
+        )
+        return [
+            {
+                "type": f[b"type"].decode(),
+                "vm": f[b"vm"].decode(),
+                "actor": f[b"actor"].decode(),
+                **msgspec.json.decode(f[b"data"]),
+            }
+            for _, f in entries
+            if f[b"type"].endswith(b".refused")
+        ]
 
     async def events(self, pool: str) -> list[Recorded]:
         """The pool's log, decoded."""

@@ -69,16 +69,21 @@ class Target:
     token: str
 
     def snapshot(self) -> list[Any]:
-        """What a rejected request must leave alone: logs, decision state, names, tokens."""
+        """What a rejected request must leave alone: logs (but for the record of a refused attempt,
+        ``*.refused``), decision state, names, tokens."""
         pipe = self.sync.pipeline(transaction=False)
         for pool in SETTINGS.pool_names:
-            pipe.xlen(self.keys.stream(pool))
+            pipe.xrange(self.keys.stream(pool))
             pipe.hgetall(self.keys.state(pool))
             pipe.hgetall(self.keys.config(pool))
-        pipe.xlen(self.keys.control_stream())
+        pipe.xrange(self.keys.control_stream())
         pipe.hgetall(self.keys.names())
         pipe.hgetall(self.keys.tokens())
-        return list(pipe.execute())
+        return [_unrefused(reply) if isinstance(reply, list) else reply for reply in pipe.execute()]
+
+
+def _unrefused(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[bytes]:
+    return [position for position, fields in entries if not fields[b"type"].endswith(b".refused")]
 
 
 async def _seed(redis_url: str, keys: Keys, clock: FakeClock) -> tuple[list[str], str]:
