@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
+from commands.redact import SAFE_POOL_KEYS, redact
 from commands.settings import PoolSettings, Settings
 from projectors.daily_stats import DurationStats
 from projectors.views import PoolStatusView
@@ -27,9 +27,6 @@ SECTIONS = ("boot", "capacity", "clone", "pools", "queue", "status")
 """``/status`` top-level keys, in the (alphabetical) order vmpooler prints them."""
 
 _FULLY_ARMED = "Battle station fully armed and operational."
-# Pool options that may hold credentials never leave the server (vmpooler's /config shows the pool
-# hashes as loaded; its /full_config leaks everything, which we do not serve at all).
-_SECRET = re.compile(r"pass|secret|token|credential|private|api_?key", re.IGNORECASE)
 
 
 def query_param(query_string: bytes, name: str) -> tuple[bool, str | None]:
@@ -167,7 +164,9 @@ def _pool_config(pool: PoolSettings, view: PoolStatusView) -> dict[str, Any]:
         entry["clone_target"] = pool.clone_target
     entry["timeout"] = pool.timeout
     entry["ready_ttl"] = pool.ready_ttl
-    entry.update({k: v for k, v in pool.options.items() if k not in entry and not _SECRET.search(k)})
+    # Only options known to be safe leave the server, at any depth (vmpooler's /config shows the pool
+    # hashes as loaded; its /full_config leaks everything, which we do not serve at all).
+    entry.update({k: v for k, v in redact(pool.options, SAFE_POOL_KEYS).items() if k not in entry})
     # vmpooler compares the template the manager last prepared; we have no preparation step.
     entry["template_ready"] = True
     return entry

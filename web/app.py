@@ -64,6 +64,7 @@ def create_app(deps: ApiDeps) -> Litestar:
             *rate_limiting(deps.settings, deps.redis, deps.keys.prefix, deps.clock),
         ],
         after_exception=prometheus.after_exception,
+        before_send=prometheus.before_send,
         # vmpooler always mounts Rack::Deflater.
         compression_config=CompressionConfig(backend="gzip", minimum_size=500),
         openapi_config=OpenAPIConfig(

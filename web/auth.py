@@ -20,6 +20,7 @@ from commands.errors import Unauthorized
 from commands.settings import Settings
 from commands.tokens import Tokens, token_hash
 from web._json import json_response
+from web._paths import method_of, route_of
 
 __all__ = [
     "Auth",
@@ -76,7 +77,8 @@ class RefuseAll:
 
 def auth_unavailable_response(request: Request[Any, Any, Any], exc: AuthUnavailable) -> Response[bytes]:
     """The API's answer when the authentication backend is down: 503 with a clear error."""
-    log.warning("%s %s: authentication backend unavailable: %s", request.method, request.url.path, exc)
+    where = f"{method_of(request.scope)} {route_of(request.scope)}"
+    log.warning("%s: authentication backend unavailable: %s", where, exc)
     body = {"ok": False, "error": "authentication service unavailable"}
     return json_response(body, 503, headers={"Retry-After": "5"})
 

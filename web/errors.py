@@ -33,6 +33,7 @@ from commands.errors import (
     Unauthorized,
 )
 from web._json import json_response
+from web._paths import method_of, route_of
 from web.validation import ValidationError, ValidationFailure, VmUpdateRejected
 
 __all__ = ["EXCEPTION_HANDLERS", "Forbidden", "UpdateRejected", "check"]
@@ -108,12 +109,12 @@ def _http(_: AnyRequest, exc: HTTPException) -> Response[bytes]:
 
 
 def _redis_down(request: AnyRequest, exc: Exception) -> Response[bytes]:
-    log.warning("%s %s: Redis unavailable: %s", request.method, request.url.path, exc)
+    log.warning("%s %s: Redis unavailable: %s", method_of(request.scope), route_of(request.scope), exc)
     return json_response(_NOT_OK, 503)
 
 
 def _internal(request: AnyRequest, exc: Exception) -> Response[bytes]:
-    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    log.error("%s %s failed", method_of(request.scope), route_of(request.scope), exc_info=exc)
     return json_response(_NOT_OK, 500)
 
 

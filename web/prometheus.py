@@ -4,10 +4,11 @@ Families, in the process's registry (``ApiDeps.prometheus_registry``; never the 
 ``<prometheus_prefix>_http_requests_total{code,method,path}``,
 ``<prometheus_prefix>_http_request_duration_seconds{method,path}`` (histogram) and
 ``<prometheus_prefix>_http_exceptions_total{exception}`` (exceptions that became a 500), each with
-``vmpooler_instance``. Paths are normalised as vmpooler does: whatever follows ``/vm/``,
-``/ondemandvm/``, ``/token/``, ``/lib/`` or ``/img/`` is dropped, so hostnames and tokens never
-become label values. Only requests that reach a route are counted (unknown paths would be
-unbounded label values).
+``vmpooler_instance``. The ``path`` label is the route template the request matched, normalised as
+vmpooler normalises paths (whatever follows ``/vm/``, ``/ondemandvm/``, ``/token/``, ``/lib/`` or
+``/img/`` is dropped), and ``<unmatched>`` for every path that matched no route; ``method`` is
+``OTHER`` for a method HTTP does not define. So no client can add a label value: the series are
+bounded by the routes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from commands.settings import PrometheusSettings
 
 from ._deps import ApiDeps, ServicesDep
+from ._paths import UNMATCHED, method_of, route_of
 
 __all__ = ["PrometheusParts", "normalise_path", "prometheus_parts"]
 
@@ -47,6 +49,7 @@ class PrometheusParts:
     routes: list[HTTPRouteHandler] = field(default_factory=list)
     middleware: list[Callable[[ASGIApp], ASGIApp]] = field(default_factory=list)
     after_exception: list[Callable[[Exception, Scope], Any]] = field(default_factory=list)
+    before_send: list[Callable[[Message, Scope], Any]] = field(default_factory=list)
 
 
 class _HttpMetrics:
@@ -100,11 +103,17 @@ class _HttpMetrics:
         """Litestar's hook, called for every exception a handler raised (mapped or not)."""
         self._record(scope, type(exc).__name__)
 
+    async def unmatched(self, message: Message, scope: Scope) -> None:
+        """Litestar's ``before_send`` hook: counts answers to requests that matched no route (they
+        never reach the middleware), all under one ``path`` label."""
+        if message["type"] == "http.response.start" and route_of(scope) == UNMATCHED:
+            self.requests.labels(self.instance, str(message["status"]), method_of(scope), UNMATCHED).inc()
+
     def _record(self, scope: Scope, name: str) -> None:
         cast(dict[str, Any], scope)[_EXCEPTION_KEY] = name
 
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
-        method, path = scope.get("method", ""), normalise_path(scope["path"])
+        method, path = method_of(scope), normalise_path(route_of(scope))
         self.requests.labels(self.instance, str(status), method, path).inc()
         self.durations.labels(self.instance, method, path).observe(seconds)
         exception = cast(dict[str, Any], scope).get(_EXCEPTION_KEY)
@@ -126,4 +135,4 @@ def prometheus_parts(deps: ApiDeps) -> PrometheusParts:
         return PrometheusParts()
     http = _HttpMetrics(settings, registry)
     route = get(settings.prometheus_endpoint, include_in_schema=False)(scrape)
-    return PrometheusParts([route], [http.middleware], [http.after_exception])
+    return PrometheusParts([route], [http.middleware], [http.after_exception], [http.unmatched])

@@ -1,5 +1,6 @@
-"""``:config: request_logger``: one log line per API request (method, path, status, milliseconds,
-client). Unlike vmpooler's logger it never logs bodies, so a new token never reaches the log."""
+"""``:config: request_logger``: one log line per API request (method, route, status, milliseconds,
+client). Unlike vmpooler's logger it never logs bodies, and it logs the route template rather than
+the path, so neither a new token nor a token in a path (``/token/<token>``) reaches the log."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from commands.settings import Settings
+from web._paths import method_of, route_of
 
 __all__ = ["RequestLogMiddleware", "request_logging"]
 
@@ -38,8 +40,8 @@ class RequestLogMiddleware(ASGIMiddleware):
             client = scope.get("client")
             log.info(
                 "%s %s %s %.1fms %s",
-                scope.get("method", "-"),
-                scope.get("path", "-"),
+                method_of(scope),
+                route_of(scope),
                 status or 500,
                 (time.perf_counter() - started) * 1000,
                 client[0] if client else "-",

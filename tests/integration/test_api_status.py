@@ -29,6 +29,10 @@ POOLS = [
         "dns_plugin": "example",
         "folder": "vms/pool1",
         "password": "hunter2",
+        "pwd": "hunter3",
+        "ssh_key": "-----BEGIN hunter4",
+        "access_key": "hunter5",
+        "clone_extra_config": {"guestinfo.password": "hunter6", "guestinfo.hostname": "x"},
     },
     {"name": "pool2", "size": 1, "alias": "pooltwo"},
     {"name": "pool3", "size": 0},
@@ -209,7 +213,7 @@ async def test_config_shows_effective_pools_without_secrets(env: Env) -> None:
             "folder": "vms/pool1",
             "template_ready": True,
         }
-        assert "hunter2" not in response.text
+        assert "hunter" not in response.text  # nothing that is not known to be safe, at any depth
         assert (pool2["alias"], pool2["size"]) == ("pooltwo", 1)
         assert (pool4["size"], pool4["clone_target"], pool4["template_ready"]) == (2, "cluster-b", True)
 

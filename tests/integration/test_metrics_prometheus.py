@@ -110,3 +110,30 @@ async def test_first_configured_sink_wins_and_no_endpoint_otherwise(
     assert not isinstance(metrics, PrometheusMetrics)
     async with metrics_env(redis, redis_url, prefix, settings, metrics) as api:
         assert (await api.client.get("/metrics-here")).status_code == 404
+
+
+async def test_made_up_paths_add_no_series(redis: aioredis.Redis, redis_url: str, prefix: str) -> None:
+    """Labels are route templates: 300 made-up paths under parameterised routes, and paths that match
+    no route, add a handful of series, not hundreds."""
+    settings = settings_with(auth={"provider": "dummy"}, config={"experimental_features": True})
+    metrics = build_metrics(settings)
+    registry = prometheus_registry(metrics)
+    async with metrics_env(redis, redis_url, prefix, settings, metrics, registry=registry) as api:
+        for i in range(60):
+            for path in ("/dashboard/static/", "/api/v3/summary/", "/dashboard/vm/", "/no/such/route/"):
+                await api.client.get(f"{path}made-up-{i}")
+            await api.client.delete(f"/api/v3/config/poolsize/made-up-{i}")
+            await api.client.request("BREW", f"/api/v3/vm/x{i}")
+        found = samples((await api.client.get("/metrics-here")).text)
+    paths = {labels["path"] for _, labels, _ in found["vmp_http_requests"]}
+    assert paths <= {
+        "/dashboard/static/{name}",
+        "/api/v3/summary/{name}",
+        "/dashboard/vm",
+        "/api/v3/config/poolsize/{pool}",
+        "/api/v3/vm",
+        "<unmatched>",
+    }
+    assert "<unmatched>" in paths
+    assert len(found["vmp_http_requests"]) < 20
+    assert value(found, "vmp_http_requests", "vmp_http_requests_total", path="<unmatched>", code="404") == 60
