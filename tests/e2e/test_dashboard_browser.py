@@ -28,6 +28,17 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+def wait_for(page: Any, expression: str, *, arg: Any = None, timeout: int) -> None:
+    """Poll ``expression`` in the page until it is truthy (``timeout`` ms). Playwright's own
+    ``wait_for_function`` polls by evaluating strings in the page, which the dashboard's
+    Content-Security-Policy (no ``unsafe-eval``) forbids; ``evaluate`` goes through the devtools
+    protocol, which the policy does not govern."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression, arg):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        page.wait_for_timeout(20)
+
+
 def running_in(page: Any, pool: str) -> int:
     text = page.locator(f'.pool[data-pool="{pool}"] .c').inner_text()
     return int(text.split("·")[2].split()[0])
@@ -53,16 +64,17 @@ def test_dashboard_is_live_in_a_browser(base: str) -> None:
             assert page.url == f"{base}/dashboard/"
             page.wait_for_selector(".pool", timeout=10_000)
             assert page.locator(".pool").evaluate_all("els => els.map(e => e.dataset.pool)") == list(POOLS)
-            page.wait_for_function("window.dashboard.mode === 'on'", timeout=10_000)
-            page.wait_for_function("document.querySelector('#c-running').width > 0", timeout=10_000)
-            page.wait_for_function("window.dashboard.week > 0", timeout=10_000)  # the week row is drawn
+            wait_for(page, "window.dashboard.mode === 'on'", timeout=10_000)
+            wait_for(page, "document.querySelector('#c-running').width > 0", timeout=10_000)
+            wait_for(page, "window.dashboard.week > 0", timeout=10_000)  # the week row is drawn
 
             before = running_in(page, "debian-12")
             started = time.monotonic()
             status, body = http("POST", f"{base}/api/v3/vm/debian-12")
             assert status == 200, body
             vm = body["debian-12"]["hostname"].split(".")[0]
-            page.wait_for_function(
+            wait_for(
+                page,
                 "([n]) => document.querySelector('.pool[data-pool=\"debian-12\"] .c').textContent"
                 ".includes(` ${n} run`)",
                 arg=[before + 1],
@@ -74,7 +86,7 @@ def test_dashboard_is_live_in_a_browser(base: str) -> None:
             assert page.evaluate("window.dashboard.updates") >= 1  # it came live, not by a reload
             charts = page.evaluate("window.dashboard.charts")
             # the charts follow live too
-            page.wait_for_function(f"window.dashboard.charts > {charts}", timeout=5_000)
+            wait_for(page, f"window.dashboard.charts > {charts}", timeout=5_000)
 
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / "dashboard.png"
@@ -103,11 +115,12 @@ def test_without_event_source_the_page_polls(base: str) -> None:
             page = browser.new_page()
             page.add_init_script("delete window.EventSource")
             page.goto(f"{base}/dashboard/")
-            page.wait_for_function("window.dashboard.mode === 'poll'", timeout=10_000)
+            wait_for(page, "window.dashboard.mode === 'poll'", timeout=10_000)
             before = running_in(page, "centos-9")
             status, body = http("POST", f"{base}/api/v3/vm/centos-9")
             assert status == 200, body
-            page.wait_for_function(
+            wait_for(
+                page,
                 "([n]) => document.querySelector('.pool[data-pool=\"centos-9\"] .c').textContent"
                 ".includes(` ${n} run`)",
                 arg=[before + 1],
