@@ -13,7 +13,7 @@ from litestar.response import Redirect
 from commands.telemetry import check_health
 from projectors.daily_stats import day_of
 from projectors.read_stats import combine
-from web._deps import HEALTH_MAX_LAG, ServicesDep
+from web._deps import HEALTH_MAX_LAG, Services, ServicesDep
 from web._json import json_response
 from web._render_status import (
     SECTIONS,
@@ -30,6 +30,8 @@ __all__ = ["STATUS_ROUTES"]
 log = logging.getLogger(__name__)
 
 _HEALTH_TIMEOUT_S = 2.0
+_NAMED = 10
+"""Pools named in the "no live manager" problem line; the rest are counted."""
 
 
 @get(
@@ -97,13 +99,14 @@ async def config(services: ServicesDep) -> Response[bytes]:
 
 @get(
     "/healthcheck",
-    summary="Health: Redis, projector lag, worker liveness",
+    summary="Health: Redis, projector lag, worker and manager liveness",
     description="200 when Redis answers, no projection is more than "
-    f"{HEALTH_MAX_LAG} entries behind on a pool, and a worker is alive whenever "
-    "work waits; 503 otherwise. The body explains (`problems`).",
+    f"{HEALTH_MAX_LAG} entries behind on a pool, a worker is alive whenever "
+    "work waits, and a live manager holds every pool's lease; 503 otherwise. The body explains "
+    "(`problems`).",
     responses=docs(
         s200='{"ok": true, "redis": true, "lag": {"<group>": <entries>}, "workers": '
-        '{"live": <n>, "waiting": <n>}, "problems": []}',
+        '{"live": <n>, "waiting": <n>}, "managers": {"unmanaged": 0}, "problems": []}',
         s503='{"ok": false, ...} with `problems`; {"ok": false, "redis": false} when Redis does not answer',
     ),
 )
@@ -114,20 +117,39 @@ async def healthcheck(services: ServicesDep) -> Response[bytes]:
     try:
         async with asyncio.timeout(_HEALTH_TIMEOUT_S):
             await deps.redis.ping()
-            health = await check_health(
-                services.probe, services.pool_names, max_lag=HEALTH_MAX_LAG, live_ms=live_ms
+            health, unmanaged = await asyncio.gather(
+                check_health(services.probe, services.pool_names, max_lag=HEALTH_MAX_LAG, live_ms=live_ms),
+                _unmanaged(services),
             )
     except Exception as exc:  # any failure to answer is "unhealthy", never a 500
         log.warning("healthcheck: Redis does not answer: %r", exc)
         return json_response({"ok": False, "redis": False}, 503)
+    problems = list(health.problems)
+    if unmanaged:
+        shown = ", ".join(unmanaged[:_NAMED]) + (
+            f" and {len(unmanaged) - _NAMED} more" if len(unmanaged) > _NAMED else ""
+        )
+        problems.append(f"no live manager holds {len(unmanaged)} pool(s): {shown}")
     body = {
-        "ok": health.ok,
+        "ok": not problems,
         "redis": True,
         "lag": health.lag,
         "workers": {"live": health.live_workers, "waiting": health.waiting},
-        "problems": health.problems,
+        "managers": {"unmanaged": len(unmanaged)},
+        "problems": problems,
     }
-    return json_response(body, 200 if health.ok else 503)
+    return json_response(body, 503 if problems else 200)
+
+
+async def _unmanaged(services: Services) -> list[str]:
+    """The pools whose manager lease nobody holds: a manager renews it every few seconds, so an
+    absent lease means no live manager has held it for a whole lease TTL (one round trip)."""
+    keys = services.deps.keys
+    async with services.deps.redis.pipeline(transaction=False) as pipe:
+        for pool in services.pool_names:
+            pipe.exists(keys.lease(pool, "manager"))
+        held = await pipe.execute()
+    return [pool for pool, found in zip(services.pool_names, held, strict=True) if not found]
 
 
 @get("/", summary="Redirect to the dashboard", include_in_schema=False)

@@ -226,6 +226,8 @@ async def test_config_without_pools_is_404(env: Env) -> None:
 
 async def test_healthcheck_and_redis_outage(env: Env) -> None:
     async with env() as api:
+        for pool in SETTINGS.pool_names:  # a live manager holds every pool
+            await api.redis.set(api.keys.lease(pool, "manager"), "m1", px=15_000)
         response = await api.client.get("/healthcheck")  # vmpooler's {"ok": true}, plus details
         assert (response.status_code, body(response)["ok"]) == (200, True)
     async with env(app_redis_url="redis://127.0.0.1:1/0") as down:

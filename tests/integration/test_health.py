@@ -1,5 +1,5 @@
-"""``/healthcheck``: Redis reachability, projector lag and worker liveness, 200 or 503 with a JSON
-body that says why."""
+"""``/healthcheck``: Redis reachability, projector lag, worker and manager liveness, 200 or 503 with a
+JSON body that says why."""
 
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ async def health(api: ApiEnv) -> tuple[int, dict[str, Any]]:
     return response.status_code, msgspec.json.decode(response.content)
 
 
+async def managed(api: ApiEnv, *pools: str) -> None:
+    """A live manager holds these pools' leases (all pools by default), as ``Manager`` does."""
+    for pool in pools or SETTINGS.pool_names:
+        await api.redis.set(api.keys.lease(pool, "manager"), "m1", px=15_000)
+
+
 async def work_through(api: ApiEnv, prefix: str) -> Worker:
     """A real worker (dummy provider) takes everything waiting on the pool streams once."""
     provider = DummyProvider("dummy", api.redis, prefix=prefix, options={})
@@ -50,6 +56,7 @@ async def work_through(api: ApiEnv, prefix: str) -> Worker:
 
 async def test_healthy_body_keeps_ok_true_and_explains(env: Env) -> None:
     async with env() as api:
+        await managed(api)
         status, body = await health(api)
         assert status == 200
         assert body == {
@@ -57,12 +64,29 @@ async def test_healthy_body_keeps_ok_true_and_explains(env: Env) -> None:
             "redis": True,
             "lag": {},
             "workers": {"live": 0, "waiting": 0},
+            "managers": {"unmanaged": 0},
             "problems": [],
         }
 
 
+async def test_no_live_manager_is_unhealthy_even_when_idle(env: Env) -> None:
+    async with env() as api:
+        status, body = await health(api)  # nothing ever ran: no manager holds any pool
+        assert (status, body["ok"], body["managers"]) == (503, False, {"unmanaged": 2})
+        assert body["problems"] == ["no live manager holds 2 pool(s): pool1, pool2"]
+        await managed(api, "pool1")
+        status, body = await health(api)
+        assert (status, body["problems"]) == (503, ["no live manager holds 1 pool(s): pool2"])
+        await managed(api)
+        assert (await health(api))[0] == 200
+        # the manager dies: its leases run out after their TTL (here: at once), and so does the health
+        await api.redis.delete(*(api.keys.lease(p, "manager") for p in SETTINGS.pool_names))
+        assert (await health(api))[0] == 503
+
+
 async def test_work_waiting_without_a_live_worker_is_unhealthy(env: Env, prefix: str) -> None:
     async with env() as api:
+        await managed(api)
         await api.seed("pool1", 2)
         status, body = await health(api)
         assert status == 503
@@ -86,6 +110,7 @@ async def test_work_waiting_without_a_live_worker_is_unhealthy(env: Env, prefix:
 
 async def test_a_projection_far_behind_is_unhealthy_until_it_catches_up(env: Env, prefix: str) -> None:
     async with env() as api:
+        await managed(api)
         [vm, _] = await api.seed("pool1", 2)
         await work_through(api, prefix)
         tags = [(vm, ev.VmTagged(tags={"n": str(i)})) for i in range(1001)]
