@@ -75,9 +75,15 @@ class AuthSettings(_Section, frozen=True):
         ldap: LDAP settings, required when ``provider`` is ``ldap``.
         admins: users whose tokens may change, return and delete any VM or on-demand request, not
             only those checked out with the same token (a string in the YAML becomes one entry);
-            not a vmpooler key.
+            with admins set, only they may change pools at run time. Not a vmpooler key.
+        max_running_per_user: running VMs a user (with a token) may hold at once, checked at checkout
+            and on-demand request; 0: no cap. Not a vmpooler key.
+        max_ondemand_requests_per_user: pending on-demand requests a user may have; 0: no cap. Not a
+            vmpooler key.
     """
 
     provider: Literal["dummy", "ldap"]
     ldap: LdapSettings | None = None
     admins: tuple[str, ...] = ()
+    max_running_per_user: Annotated[int, msgspec.Meta(ge=0)] = 0
+    max_ondemand_requests_per_user: Annotated[int, msgspec.Meta(ge=0)] = 0

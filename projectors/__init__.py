@@ -10,6 +10,7 @@ from .pool_status import PoolStatus
 from .read import ReadModels
 from .runner import ProjectionRunner
 from .token_index import TokenIndex
+from .user_usage import UserUsage
 from .views import PoolStatusView, VmView
 from .vm_detail import VmDetail
 
@@ -25,6 +26,7 @@ __all__ = [
     "ReadModels",
     "TokenIndex",
     "Tx",
+    "UserUsage",
     "VmDetail",
     "VmView",
 ]

@@ -31,7 +31,7 @@ from commands.settings import ConfigError, ProviderSettings, Settings
 from commands.worker import Worker
 from events import CONTROL, Keys, PoolConfigured
 from events.bell import Bell
-from projectors import ALL_PROJECTIONS, OndemandStatus, ProjectionRunner, ReadModels
+from projectors import ALL_PROJECTIONS, OndemandStatus, ProjectionRunner, ReadModels, UserUsage
 from projectors.history import History
 from providers.dummy import DummyProvider
 from providers.ec2 import Ec2Provider
@@ -197,11 +197,12 @@ class Service:
         )
 
     def ondemand_projections(self) -> ProjectionRunner:
-        """The on-demand request status, folded from the pool streams and the control stream."""
+        """The on-demand request status and the per-user usage, folded from the pool streams and the
+        control stream."""
         return ProjectionRunner(
             self.redis.client,
             self.keys,
-            [OndemandStatus()],
+            [OndemandStatus(), UserUsage()],
             [*self.pools, CONTROL],
             consumer=self.name,
             bell=self.bell,

@@ -1,8 +1,9 @@
 """Rate limiting (``:config: rate_limiting_enabled`` with ``:rate_limits:``): a fixed window per client
 and class, counted atomically in Redis.
 
-Client and class as vmpooler: the client is ``token:<X-AUTH-TOKEN>`` when that header carries a
-registered token, else ``ip:<peer address>`` (vmpooler takes any token as given); a POST under ``/vm`` or ``/ondemandvm`` is ``vm_creation``, a DELETE there
+Client and class as vmpooler, but per user: the client is ``user:<the token's user>`` when
+``X-AUTH-TOKEN`` carries a registered token (so minting more tokens buys no more requests; vmpooler
+counts per token, and takes any token as given), else ``ip:<peer address>``; a POST under ``/vm`` or ``/ondemandvm`` is ``vm_creation``, a DELETE there
 ``vm_deletion``, any other request with a token ``authenticated``, and everything else
 ``global_per_ip``.
 
@@ -36,7 +37,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from commands.settings import RateLimit, RateLimitSettings, Settings
-from commands.tokens import token_hash
+from commands.tokens import TokenInfo, token_hash
 from events import Keys
 
 __all__ = ["Decision", "RateLimitMiddleware", "RateLimiter", "limit_class", "rate_limiting"]
@@ -107,6 +108,11 @@ class RateLimiter:
         self.clock = clock or (lambda: time.time_ns() // 1_000_000)
         self._count = redis.register_script(_COUNT)
 
+    async def _user(self, token: str) -> str | None:
+        """The registered token's user, or ``None``."""
+        raw = await self.redis.hget(self.tokens_key, token_hash(token))
+        return None if raw is None else msgspec.json.decode(raw, type=TokenInfo).user
+
     def key(self, client: str, cls: LimitClass, window: int) -> str:
         """The counter of ``client`` in ``cls`` for window number ``window`` (one hash tag per client)."""
         digest = hashlib.sha256(client.encode()).hexdigest()[:32]
@@ -115,15 +121,15 @@ class RateLimiter:
     async def check(self, method: str, path: str, token: str, ip: str) -> Decision | None:
         """Count the request and decide; ``None`` when Redis could not be asked (fail open).
 
-        A token that is not in the registry identifies nobody: such a request counts by address, as if
-        it had no token (otherwise a fresh made-up token per request would dodge every limit).
+        A token counts for its user, whichever of the user's tokens it is. A token that is not in the
+        registry identifies nobody: such a request counts by address, as if it had no token
+        (otherwise a fresh made-up token per request would dodge every limit).
         """
         try:
-            if token and not await self.redis.hexists(self.tokens_key, token_hash(token)):
-                token = ""
-            cls = limit_class(method, path, bool(token))
+            user = await self._user(token) if token else None
+            cls = limit_class(method, path, user is not None)
             rule: RateLimit = getattr(self.limits, cls)
-            client = f"token:{token}" if token else f"ip:{ip}"
+            client = f"user:{user}" if user is not None else f"ip:{ip}"
             period_ms = rule.period * 1000
             now = self.clock()
             window, into = divmod(now, period_ms)

@@ -23,6 +23,7 @@ from projectors.ondemand import OndemandView
 from web._access import Target, authorize
 from web._deps import Services, ServicesDep
 from web._json import json_response, read_body
+from web._quota import check_caps
 from web._render import hostname
 from web.errors import check
 from web.routes_vm import PREFIX, docs
@@ -104,6 +105,7 @@ async def _create(
                 metrics.increment(f"ondemandrequest_fail.toomanyrequests.{metric_segment(name)}")
         message = f"requested amount of instances exceeds the maximum {most}"
         return json_response({"ok": False, "message": message}, 403)
+    await check_caps(s, requester, vms=sum(count for _, count in wanted), ondemand=True)
     if request_id is None:
         rid = str(uuid.uuid4())
     elif isinstance(request_id, str) and _REQUEST_ID.fullmatch(request_id):
@@ -124,7 +126,8 @@ _POST_DOCS = docs(
     s201='{"ok": true, "request_id": "<id>"}',
     s400='{"ok": false, "message": "<why>"}: malformed body, count or request_id',
     s401='{"ok": false}: auth is configured and no valid X-AUTH-TOKEN was sent',
-    s403='{"ok": false, "message": "requested amount of instances exceeds the maximum <n>"}',
+    s403='{"ok": false, "message": "requested amount of instances exceeds the maximum <n>"}, or '
+    '{"ok": false, "error": ...} over a per-user cap',
     s404='{"ok": false, "bad_templates": [...]}: unknown pools or aliases',
     s409='{"ok": false, "request_id": "<id>", "message": ...}: request_id already used',
 )

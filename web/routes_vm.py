@@ -17,6 +17,7 @@ from commands.metrics import metric_segment
 from web._access import Target, authorize
 from web._deps import Services, ServicesDep
 from web._json import OK, json_response, read_body
+from web._quota import check_caps
 from web._render import checkout_body, vm_body
 from web.errors import check
 from web.validation import (
@@ -49,6 +50,7 @@ def docs(**described: str) -> dict[int, ResponseSpec]:
 _CHECKOUT_DOCS = docs(
     s200='{"ok": true, "<requested>": {"hostname": "<fqdn>" or ["<fqdn>", ...]}}',
     s400='{"ok": false, "error": "<why>"}: malformed body, bad pool name or count',
+    s403='{"ok": false, "error": "<why>"}: over `:auth: max_running_per_user`',
     s404='{"ok": false}: nothing requested, or an unknown pool or alias',
     s503='{"ok": false}: not every VM could be had; none was handed out',
 )
@@ -68,6 +70,7 @@ async def _hand_out(
     for name, _ in wanted:
         if not settings.candidates(name):
             metrics.increment(f"checkout.invalid.{metric_segment(name)}")
+    await check_caps(s, requester, vms=sum(count for _, count in wanted))
     try:
         taken = await s.checkout.checkout(wanted, correlation_id=s.deps.new_id(), requester=requester)
     except QuotaError:

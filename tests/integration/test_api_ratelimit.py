@@ -98,7 +98,7 @@ async def test_vm_creation_and_deletion_have_their_own_counts(api: ApiEnv) -> No
     assert (await call(api, "GET", "/api/v3/vm")).status_code == 200  # global_per_ip untouched
 
 
-async def test_authenticated_is_per_token(api: ApiEnv) -> None:
+async def test_authenticated_is_per_user(api: ApiEnv) -> None:
     tokens = Tokens(api.redis, api.keys, api.clock)
     alice = {"X-AUTH-TOKEN": await tokens.create("alice")}
     bob = {"X-AUTH-TOKEN": await tokens.create("bob")}
@@ -114,6 +114,14 @@ async def test_authenticated_is_per_token(api: ApiEnv) -> None:
         assert alice["X-AUTH-TOKEN"] not in key  # clients are hashed
         assert bob["X-AUTH-TOKEN"] not in key
         assert 0 < await api.redis.pttl(key) <= 61_000
+
+
+async def test_more_tokens_buy_no_more_requests(api: ApiEnv) -> None:
+    # vmpooler counts per token, and a user may mint any number: 5 tokens got 75 of 75 through 15
+    tokens = Tokens(api.redis, api.keys, api.clock)
+    mine = [{"X-AUTH-TOKEN": await tokens.create("carol")} for _ in range(5)]
+    statuses = [(await call(api, "GET", "/api/v3/vm", mine[i % 5])).status_code for i in range(10)]
+    assert statuses == [200] * 4 + [429] * 6
 
 
 async def test_made_up_tokens_count_by_address(api: ApiEnv) -> None:
