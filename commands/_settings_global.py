@@ -108,6 +108,15 @@ class GlobalSettings(msgspec.Struct, frozen=True, kw_only=True):
             worker reclaims it.
         history_minute_hours: hours of per-minute dashboard history kept (by event time).
         history_hour_days: days of per-hour dashboard history kept (by event time).
+        dashboard_max_streams: live dashboard streams (``/dashboard/events``) one API process serves
+            at once; beyond it 503 with ``Retry-After``. Not a vmpooler key.
+        http_header_timeout: seconds a client has to send a request's line and headers, from the
+            connection's start or the previous response; then the connection is closed. Not a
+            vmpooler key.
+        http_body_timeout: seconds a request body may pause between two chunks; then the connection is
+            closed. Not a vmpooler key.
+        http_max_connections: open HTTP connections one API process serves at once (uvicorn's
+            ``limit_concurrency``); beyond it 503. Not a vmpooler key.
         debug: development mode (env ``VMPOOLER_DEBUG``): logs to stdout and allows ``dummy`` auth.
         extra: keys of ``:config:`` this version does not know, as given (for providers and plugins).
     """
@@ -144,6 +153,10 @@ class GlobalSettings(msgspec.Struct, frozen=True, kw_only=True):
     usage_stats: bool = False
     request_logger: bool = False
     rate_limiting_enabled: bool = False
+    dashboard_max_streams: Positive = 200
+    http_header_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    http_body_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    http_max_connections: Positive = 1000
     backend_weight: dict[str, NonNegative] = msgspec.field(default_factory=dict)
     clone_target: str = ""
     migration_limit: NonNegative | None = None

@@ -251,6 +251,23 @@ def build_authenticator(settings: Settings) -> Authenticator | None:
     return DummyAuthenticator()
 
 
+_DASHBOARD_CONNECTIONS = 8
+"""The dashboard's own pool: its live follower, its bounded backlog reads and its JSON reads."""
+
+
+def dashboard_redis(client: aioredis.Redis) -> aioredis.Redis:
+    """A client on ``client``'s server with a small pool of its own, so open dashboards never take
+    the connections the API and the manager need (a flood of them waits for these few)."""
+    pool = client.connection_pool
+    own = aioredis.BlockingConnectionPool(
+        max_connections=_DASHBOARD_CONNECTIONS,
+        timeout=5,
+        connection_class=pool.connection_class,
+        **pool.connection_kwargs,
+    )
+    return aioredis.Redis(connection_pool=own)
+
+
 def build_app(service: Service) -> Litestar:
     """The API application of ``service``."""
     return create_app(
@@ -265,5 +282,6 @@ def build_app(service: Service) -> Litestar:
             authenticator=build_authenticator(service.settings),
             metrics=service.metrics,
             prometheus_registry=prometheus_registry(service.metrics),
+            dashboard_redis=dashboard_redis(service.redis.client),
         )
     )

@@ -58,6 +58,9 @@ class ApiDeps:
         metrics: where API outcomes that are not events go (``checkout.empty`` ...); a no-op by default.
         prometheus_registry: the process's Prometheus registry when ``:prometheus:`` is the sink; the
             API serves it at ``prometheus_endpoint`` and adds its HTTP metrics to it.
+        dashboard_redis: a client with its own small connection pool for the dashboard (its reads
+            and live streams); ``None``: the dashboard shares ``redis``. The app closes it on
+            shutdown.
     """
 
     settings: Settings
@@ -71,6 +74,7 @@ class ApiDeps:
     authenticator: Authenticator | None = None
     metrics: Metrics = field(default_factory=NullMetrics)
     prometheus_registry: CollectorRegistry | None = None
+    dashboard_redis: Redis | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,7 @@ def create_app(deps: ApiDeps) -> Litestar:
             description="Pools of ready VMs for CI; API-compatible with vmpooler's API v3.",
         ),
         request_max_body_size=_MAX_BODY,
+        on_shutdown=[dashboard.close],
         # Logging is the process's business (the composition root), not the app's: no global changes.
         logging_config=None,
         debug=False,

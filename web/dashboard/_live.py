@@ -7,6 +7,10 @@ The message is encoded once and queued to each subscriber; its SSE ``id`` is the
 newest event. A browser that reconnects sends that id as ``Last-Event-ID`` and first gets the
 events after it from the log (positions are Redis's clock, so one id orders events of all pools),
 then the live messages. A subscriber that falls behind gets ``resync`` and reloads the snapshot.
+
+Bounds, so that no number of clients exhausts the process or its Redis connections: at most
+``max_streams`` streams at once (:meth:`Hub.admit`; the route answers 503 beyond), and at most
+:data:`BACKLOG_READS` backlog reads at once (the others wait their turn).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import cast
 
@@ -25,7 +30,7 @@ from events.streams import Entry, pool_of_stream, position, text, xread
 
 from ._data import Snapshots, feed_item
 
-__all__ = ["Hub", "sse_stream"]
+__all__ = ["BACKLOG_READS", "Hub", "sse_stream"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,11 @@ _encoder = msgspec.json.Encoder()
 RESYNC = b"event: resync\ndata: {}\n\n"
 KEEPALIVE = b": ka\n\n"
 _BACKLOG_MAX = 2000
+BACKLOG_READS = 4
+"""Backlog reads (one pipelined XRANGE over the pools, then one rows read) in flight at once."""
+_RESERVED_S = 5.0
+"""How long an admitted stream that has not started yet holds its place (a client that went away
+between the answer's headers and its body never starts its stream)."""
 
 
 class Hub:
@@ -45,22 +55,47 @@ class Hub:
         snapshots: reads the rows of the pools a message touches.
         block_ms: longest XREAD wait (the follower notices it has no subscribers left after it).
         queue_max: messages a subscriber may have waiting before it is told to resync.
+        max_streams: streams served at once (admitted, started or not).
     """
 
     def __init__(
-        self, redis: Redis, keys: Keys, snapshots: Snapshots, *, block_ms: int = 5000, queue_max: int = 256
+        self,
+        redis: Redis,
+        keys: Keys,
+        snapshots: Snapshots,
+        *,
+        block_ms: int = 5000,
+        queue_max: int = 256,
+        max_streams: int = 200,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.snapshots = snapshots
         self.block_ms = block_ms
         self.queue_max = queue_max
+        self.max_streams = max_streams
+        self._reserved: dict[object, float] = {}  # admitted, not started: ticket -> when
+        self._backlog_slots = asyncio.Semaphore(BACKLOG_READS)
         self._subscribers: set[asyncio.Queue[tuple[str, bytes] | None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._following = asyncio.Event()
 
-    def subscribe(self) -> asyncio.Queue[tuple[str, bytes] | None]:
+    def admit(self) -> object | None:
+        """A ticket for one more stream (pass it to :func:`sse_stream`), or ``None`` when
+        ``max_streams`` are served already."""
+        now = time.monotonic()
+        for ticket, at in list(self._reserved.items()):
+            if now - at > _RESERVED_S:
+                del self._reserved[ticket]
+        if len(self._subscribers) + len(self._reserved) >= self.max_streams:
+            return None
+        ticket = object()
+        self._reserved[ticket] = now
+        return ticket
+
+    def subscribe(self, ticket: object | None = None) -> asyncio.Queue[tuple[str, bytes] | None]:
         """A queue of ``(id, encoded message)``; ``None`` means "you missed some: resync"."""
+        self._reserved.pop(ticket, None)
         queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(self.queue_max)
         self._subscribers.add(queue)
         if self._task is None or self._task.done():
@@ -128,16 +163,17 @@ class Hub:
         complete (False: too many; the client should reload the snapshot instead)."""
         pools = self.snapshots.pools
         per_pool = max(8, _BACKLOG_MAX // max(1, len(pools)))  # bounds the read whatever ``since`` is
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for pool in pools:
-                pipe.xrange(self.keys.stream(pool), min="(" + since, count=per_pool)
-            replies = cast("list[list[Entry]]", await pipe.execute())
-        if any(len(entries) >= per_pool for entries in replies):
-            return [], False
-        batch = [(pool, e) for pool, entries in zip(pools, replies, strict=True) for e in entries]
-        if not batch:
-            return [], True
-        return [await self.message(batch)], True
+        async with self._backlog_slots:  # a flood of reconnecting clients waits here, not on Redis
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for pool in pools:
+                    pipe.xrange(self.keys.stream(pool), min="(" + since, count=per_pool)
+                replies = cast("list[list[Entry]]", await pipe.execute())
+            if any(len(entries) >= per_pool for entries in replies):
+                return [], False
+            batch = [(pool, e) for pool, entries in zip(pools, replies, strict=True) for e in entries]
+            if not batch:
+                return [], True
+            return [await self.message(batch)], True
 
     async def stop(self) -> None:
         self._subscribers.clear()
@@ -151,9 +187,12 @@ def _frame(event_id: str, payload: bytes) -> bytes:
     return b"id: " + event_id.encode() + b"\nevent: update\ndata: " + payload + b"\n\n"
 
 
-async def sse_stream(hub: Hub, since: str | None, keepalive_s: float = 15.0) -> AsyncIterator[bytes]:
-    """The SSE body of one dashboard: backlog after ``since`` (if given), then live messages."""
-    queue = hub.subscribe()
+async def sse_stream(
+    hub: Hub, since: str | None, keepalive_s: float = 15.0, ticket: object | None = None
+) -> AsyncIterator[bytes]:
+    """The SSE body of one dashboard: backlog after ``since`` (if given), then live messages.
+    ``ticket``: from :meth:`Hub.admit`."""
+    queue = hub.subscribe(ticket)
     try:
         yield b"retry: 2000\n\n"
         floor = (0, 0)

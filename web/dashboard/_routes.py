@@ -19,6 +19,7 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from projectors.audit import AuditLog
+from projectors.read import ReadModels
 from web._deps import Services
 from web._json import json_response
 
@@ -42,6 +43,7 @@ SECURITY_HEADERS = {
     **NOSNIFF,
 }
 _STATIC_HEADERS = {"Cache-Control": "no-cache", **SECURITY_HEADERS}
+_RETRY_AFTER = "10"
 
 
 def _assets(title: str) -> dict[str, tuple[bytes, str]]:
@@ -93,15 +95,20 @@ class Dashboard:
     @classmethod
     def build(cls, s: Services) -> Dashboard:
         deps, settings = s.deps, s.settings
+        # the dashboard's own connection pool when the composition root gives one, so open
+        # dashboards never take the connections the API and the manager need
+        redis = deps.dashboard_redis or deps.redis
+        reads = ReadModels(redis, deps.keys) if deps.dashboard_redis is not None else deps.reads
         pools = list(settings.pool_names)
         sizes = {p.name: p.size for p in settings.pools}
-        snapshots = Snapshots(deps.redis, deps.keys, deps.reads, pools, sizes)
+        snapshots = Snapshots(redis, deps.keys, reads, pools, sizes)
+        max_streams = settings.config.dashboard_max_streams
         return cls(
             services=s,
             pools=pools,
             snapshots=snapshots,
-            hub=Hub(deps.redis, deps.keys, snapshots),
-            audit=AuditLog(deps.redis, deps.keys),
+            hub=Hub(redis, deps.keys, snapshots, max_streams=max_streams),
+            audit=AuditLog(redis, deps.keys),
             assets=_assets(settings.config.site_name or "vmpooler"),
         )
 
@@ -114,6 +121,12 @@ class Dashboard:
 
     def now(self) -> int:
         return self.services.deps.clock()
+
+    async def close(self) -> None:
+        """Stop the live follower; close the dashboard's own Redis client, if it has one."""
+        await self.hub.stop()
+        if self.services.deps.dashboard_redis is not None:
+            await self.services.deps.dashboard_redis.aclose()
 
 
 DashboardDep: TypeAlias = NamedDependency[Dashboard]
@@ -169,9 +182,13 @@ async def history(dashboard: DashboardDep, request: Request[Any, Any, Any]) -> R
 async def live(dashboard: DashboardDep, request: Request[Any, Any, Any]) -> Response[Any]:
     since = request.headers.get("last-event-id") or request.query_params.get("since") or None
     if since is not None and not _POSITION.match(since):
-        return json_response({"ok": False}, 400)
+        return json_response({"ok": False}, 400, headers=NOSNIFF)
+    ticket = dashboard.hub.admit()
+    if ticket is None:  # dashboard_max_streams are open: come back later (EventSource retries)
+        body = {"ok": False, "error": "too many open dashboard streams"}
+        return json_response(body, 503, headers={"Retry-After": _RETRY_AFTER, **NOSNIFF})
     return Stream(
-        sse_stream(dashboard.hub, since),
+        sse_stream(dashboard.hub, since, ticket=ticket),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **NOSNIFF},
     )
