@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from commands.settings import ConfigError, Settings
+from web.server import uvicorn_options
 
 from . import maintenance
 from ._cli_parser import parse_args
@@ -79,6 +80,7 @@ async def _serve(
             lifespan="on",
             # Open dashboards hold endless event streams; without a bound, a stop would wait for them.
             timeout_graceful_shutdown=5,
+            **uvicorn_options(service.settings),  # read timeouts and a connection limit
         )
         server = _Server(config)
         assert listener is not None
