@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._base import Event
+from ._refused import Refusal
 
 __all__ = ["PoolChangeRefused", "PoolCheckoutFailed", "PoolConfigured", "PoolEvent", "PoolReset"]
 
@@ -44,23 +45,9 @@ class PoolCheckoutFailed(Event, frozen=True, tag="pool.checkout-failed"):
     got: int = 0
 
 
-class PoolChangeRefused(Event, frozen=True, tag="pool.refused"):
+class PoolChangeRefused(Refusal, frozen=True, tag="pool.refused"):
     """A client's change of this pool's configuration (size, template, clone target, reset) was
-    refused (401/403). Changes no state; the API records at most one per requester, pool and minute.
-
-    Attributes:
-        action: the endpoint's name (``poolsize``, ``pooltemplate``, ``clonetarget``, ``poolreset``).
-        status: the HTTP status the client got.
-        user: the requester's user; empty when no valid token was sent.
-        client: the peer address the request came from.
-        reason: why it was refused.
-    """
-
-    action: str
-    status: int
-    user: str = ""
-    client: str = ""
-    reason: str = ""
+    refused; ``action`` is the endpoint's name."""
 
 
 PoolEvent = PoolConfigured | PoolReset | PoolCheckoutFailed | PoolChangeRefused

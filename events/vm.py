@@ -7,6 +7,7 @@ from typing import Literal
 import msgspec
 
 from ._base import Event
+from ._refused import Refusal
 
 __all__ = [
     "VmCheckedOut",
@@ -105,23 +106,8 @@ class VmExpired(Event, frozen=True, tag="vm.expired"):
     reason: Literal["ready_ttl", "lifetime", "boot_timeout"]
 
 
-class VmChangeRefused(Event, frozen=True, tag="vm.refused"):
-    """A client's change of this VM was refused (401/403): recorded so "who tried to return VM X"
-    has an answer. Changes no state; the API records at most one per requester, VM and minute.
-
-    Attributes:
-        action: what was tried (``return``, ``update``, ``disk``, ``snapshot``, ``revert``).
-        status: the HTTP status the client got.
-        user: the requester's user; empty when no valid token was sent.
-        client: the peer address the request came from.
-        reason: why it was refused.
-    """
-
-    action: str
-    status: int
-    user: str = ""
-    client: str = ""
-    reason: str = ""
+class VmChangeRefused(Refusal, frozen=True, tag="vm.refused"):
+    """A client's change of this VM was refused: "who tried to return VM X" has an answer."""
 
 
 class VmDiscarded(Event, frozen=True, tag="vm.discarded"):

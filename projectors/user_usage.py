@@ -12,9 +12,8 @@ from collections.abc import Sequence
 
 import events as ev
 from events import CONTROL, Keys, Recorded
-from events.lifecycle import SAME, TRANSITIONS
-from events.streams import text
 
+from ._running import release, track_running
 from ._tx import Tx
 
 __all__ = ["UserUsage"]
@@ -33,21 +32,7 @@ class UserUsage:
         if pool == CONTROL:
             await _requests(root, batch, tx)
         else:
-            await _running(root, batch, tx)
-
-
-async def _running(root: str, batch: Sequence[Recorded], tx: Tx) -> None:
-    held: dict[str, str | None] = {}  # this batch's view of VM -> user
-    for r in batch:
-        if isinstance(r.event, ev.VmCheckedOut) and r.event.token_user:
-            tx.op("SADD", f"{root}:vms:{r.event.token_user}", r.vm)
-            tx.op("HSET", f"{root}:of", r.vm, r.event.token_user)
-            held[r.vm] = r.event.token_user
-            continue
-        rule = TRANSITIONS.get(r.type)
-        if rule is None or rule.target == SAME or "running" not in rule.sources or not r.vm:
-            continue
-        await _release(tx, root, "vms", "of", r.vm, held)
+            await track_running(tx, root, batch, lambda e: e.token_user, "vms")
 
 
 async def _requests(root: str, batch: Sequence[Recorded], tx: Tx) -> None:
@@ -59,17 +44,4 @@ async def _requests(root: str, batch: Sequence[Recorded], tx: Tx) -> None:
             tx.op("HSET", f"{root}:od-of", e.request_id, e.token_user)
             held[e.request_id] = e.token_user
         elif isinstance(e, _SETTLED):
-            await _release(tx, root, "od", "od-of", e.request_id, held)
-
-
-async def _release(
-    tx: Tx, root: str, sets: str, index: str, member: str, held: dict[str, str | None]
-) -> None:
-    """``member`` leaves its user's set (if it has a user)."""
-    if member not in held:
-        held[member] = text(await tx.redis.hget(f"{root}:{index}", member)) or None
-    user = held[member]
-    if user is not None:
-        tx.op("SREM", f"{root}:{sets}:{user}", member)
-        tx.op("HDEL", f"{root}:{index}", member)
-        held[member] = None
+            await release(tx, root, "od", "od-of", e.request_id, held)

@@ -57,6 +57,14 @@ def until(check: Callable[[], Any], timeout: float = 30.0, what: str = "conditio
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def config_with(workdir: Path, **config: object) -> str:
+    """A copy of the example config in ``workdir`` with these ``:config:`` keys added; its path."""
+    added = "".join(f"  {key}: {value}\n" for key, value in config.items())
+    path = workdir / "config.yaml"
+    path.write_text(Path(CONFIG).read_text().replace(":config:\n", f":config:\n{added}", 1))
+    return str(path)
+
+
 @contextlib.contextmanager
 def running_service(
     workdir: Path, *, config: str = CONFIG, port: int | None = None

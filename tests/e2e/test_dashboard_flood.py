@@ -10,24 +10,9 @@ import socket
 import time
 from pathlib import Path
 
-from tests.e2e._harness import CONFIG, http, running_service
+from tests.e2e._harness import config_with, http, running_service
 
 STREAMS = 1000
-
-
-def flood_config(tmp_path: Path) -> str:
-    text = (
-        Path(CONFIG)
-        .read_text()
-        .replace(
-            ":config:\n",
-            f":config:\n  dashboard_max_streams: {STREAMS}\n  http_max_connections: {STREAMS + 200}\n",
-            1,
-        )
-    )
-    path = tmp_path / "flood.yaml"
-    path.write_text(text)
-    return str(path)
 
 
 def open_stream(port: int) -> socket.socket:
@@ -55,7 +40,10 @@ def heads(socks: list[socket.socket], within: float = 60.0) -> list[bytes]:
 
 
 def test_a_thousand_streams_leave_the_api_answering(tmp_path: Path) -> None:
-    with running_service(tmp_path, config=flood_config(tmp_path)) as (base, _):
+    with running_service(
+        tmp_path,
+        config=config_with(tmp_path, dashboard_max_streams=STREAMS, http_max_connections=STREAMS + 200),
+    ) as (base, _):
         port = int(base.rsplit(":", 1)[1])
         socks = [open_stream(port) for _ in range(STREAMS)]
         try:

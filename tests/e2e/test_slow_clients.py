@@ -8,24 +8,13 @@ import socket
 import time
 from pathlib import Path
 
-from tests.e2e._harness import CONFIG, running_service
+from tests.e2e._harness import config_with, running_service
 
 LIMIT = 12
 
 
 def config(tmp_path: Path) -> str:
-    text = (
-        Path(CONFIG)
-        .read_text()
-        .replace(
-            ":config:\n",
-            f":config:\n  http_header_timeout: 1\n  http_body_timeout: 1\n  http_max_connections: {LIMIT}\n",
-            1,
-        )
-    )
-    path = tmp_path / "slow.yaml"
-    path.write_text(text)
-    return str(path)
+    return config_with(tmp_path, http_header_timeout=1, http_body_timeout=1, http_max_connections=LIMIT)
 
 
 def connect(port: int, sent: bytes) -> socket.socket:
