@@ -1,12 +1,13 @@
 """The HTTP API: vmpooler v3 over Litestar. No global state: everything comes in through ``ApiDeps``.
 
-Handlers are module-level functions; what they need is injected per app (``services``, ``dashboard``).
+Handlers are module-level functions; what they need is in the app's state (``services``, ``dashboard``).
 """
 
 from __future__ import annotations
 
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
+from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from web._deps import ApiDeps, Services
@@ -55,7 +56,8 @@ def create_app(deps: ApiDeps) -> Litestar:
             *DASHBOARD_ROUTES,
             *prometheus.routes,
         ],
-        dependencies={**services.dependencies(), **dashboard.dependencies()},
+        # what the handlers need, once per app (web._deps.services_of, web.dashboard.dashboard_of)
+        state=State({"services": services, "dashboard": dashboard}),
         exception_handlers={**EXCEPTION_HANDLERS, AuthUnavailable: auth_unavailable_response},
         # Prometheus outermost, so requests refused by the rate limiter are counted too.
         middleware=[

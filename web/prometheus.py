@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from litestar import Response, get
+from litestar import Request, Response, get
 from litestar.enums import ScopeType
 from litestar.handlers import HTTPRouteHandler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from commands.settings import PrometheusSettings
 
-from ._deps import ApiDeps, ServicesDep
+from ._deps import ApiDeps, services_of
 from ._paths import UNMATCHED, method_of, route_of
 
 __all__ = ["PrometheusParts", "normalise_path", "prometheus_parts"]
@@ -121,9 +121,9 @@ class _HttpMetrics:
             self.exceptions.labels(self.instance, exception).inc()
 
 
-async def scrape(services: ServicesDep) -> Response[bytes]:
+async def scrape(request: Request[Any, Any, Any]) -> Response[bytes]:
     """The process's registry in Prometheus's text format (mounted at ``prometheus_endpoint``)."""
-    registry = services.deps.prometheus_registry
+    registry = services_of(request).deps.prometheus_registry
     content = generate_latest(registry) if registry is not None else b""
     return Response(content=content, media_type=CONTENT_TYPE_LATEST)
 

@@ -20,7 +20,7 @@ from commands.metrics import metric_segment
 from commands.pool import Meta
 from commands.settings import Settings
 from web._access import Target, authorize
-from web._deps import Services, ServicesDep
+from web._deps import Services, services_of
 from web._json import json_response, read_body
 from web.errors import check
 from web.routes_vm import PREFIX, docs
@@ -117,7 +117,8 @@ async def _apply(
     description='Body `{"<pool>": "<size>"}`' + _GATE,
     responses=docs(s200="unchanged", s201="changed", s400="`not_configured` or `message`", s403=_403),
 )
-async def poolsize(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+async def poolsize(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     opened = await _opened(services, request, "poolsize")
     if isinstance(opened, Response):
         return opened
@@ -144,7 +145,8 @@ async def poolsize(services: ServicesDep, request: Request[Any, Any, Any]) -> Re
     description='Body `{"<pool>": "<template path>"}`' + _GATE,
     responses=docs(s200="unchanged", s201="changed", s400="`bad_templates` or `message`", s403=_403),
 )
-async def pooltemplate(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+async def pooltemplate(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     opened = await _opened(services, request, "pooltemplate")
     if isinstance(opened, Response):
         return opened
@@ -165,7 +167,8 @@ async def pooltemplate(services: ServicesDep, request: Request[Any, Any, Any]) -
     description='Body `{"<pool>": "<cluster>"}`' + _GATE,
     responses=docs(s200="unchanged", s201="changed", s400="`bad_templates` or `message`", s403=_403),
 )
-async def clonetarget(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+async def clonetarget(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     opened = await _opened(services, request, "clonetarget")
     if isinstance(opened, Response):
         return opened
@@ -182,7 +185,8 @@ async def clonetarget(services: ServicesDep, request: Request[Any, Any, Any]) ->
     description='Body `{"<pool>": "<anything>"}`' + _GATE,
     responses=docs(s201='{"ok": true}', s400="`bad_pools` or `message`", s403=_403),
 )
-async def poolreset(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+async def poolreset(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     opened = await _opened(services, request, "poolreset", "poolreset")
     if isinstance(opened, Response):
         return opened
@@ -224,9 +228,8 @@ async def _undo(
     description="Back to the configured size" + _GATE,
     responses=docs(s200="unchanged", s201="restored", s403=_403, s404='{"ok": false}: unknown pool'),
 )
-async def undo_size(
-    pool: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
-) -> Response[bytes]:
+async def undo_size(pool: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     return await _undo(services, request, pool, services.pool_config.undo_size, "pool_size")
 
 
@@ -237,9 +240,8 @@ async def undo_size(
     description="Back to the configured template (drains)" + _GATE,
     responses=docs(s200="unchanged", s201="restored", s403=_403, s404='{"ok": false}: unknown pool'),
 )
-async def undo_template(
-    pool: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
-) -> Response[bytes]:
+async def undo_template(pool: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     return await _undo(services, request, pool, services.pool_config.undo_template, "template")
 
 

@@ -21,7 +21,7 @@ from commands.errors import ConflictError, NotFound
 from commands.metrics import metric_segment
 from projectors.ondemand import OndemandView
 from web._access import Target, authorize
-from web._deps import Services, ServicesDep
+from web._deps import Services, services_of
 from web._json import json_response, read_body
 from web._quota import check_caps
 from web._render import hostname
@@ -140,7 +140,8 @@ _POST_DOCS = docs(
     responses=_POST_DOCS,
     description='Body `{"<pool or alias>": "<count>", ..., "request_id": "<optional id>"}`.',
 )
-async def create_json(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+async def create_json(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     services.deps.metrics.increment("http_requests_vm_total.post.ondemand.requestid")
     requester = await authorize(services, request, Target("new", "ondemand"), required=True)
     payload = check(parse_json_payload(await read_body(request)))
@@ -157,9 +158,8 @@ async def create_json(services: ServicesDep, request: Request[Any, Any, Any]) ->
     responses=_POST_DOCS,
     description="`<a>+<b>+<a>`: one VM per occurrence of a pool or alias.",
 )
-async def create_path(
-    names: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
-) -> Response[bytes]:
+async def create_path(names: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     services.deps.metrics.increment("http_requests_vm_total.delete.ondemand.template")  # sic: vmpooler's
     requester = await authorize(services, request, Target("new", "ondemand"), required=True)
     wanted = checkout_request_from_path(names)
@@ -177,7 +177,8 @@ async def create_path(
         s404='{"ok": false, "message": "no request found for request_id \'<id>\'"}',
     ),
 )
-async def show(request_id: FromPath[str], services: ServicesDep) -> Response[bytes]:
+async def show(request_id: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     services.deps.metrics.increment("http_requests_vm_total.get.ondemand.request")
     found = await services.deps.reads.ondemand(request_id)
     if found is None:
@@ -196,10 +197,8 @@ async def show(request_id: FromPath[str], services: ServicesDep) -> Response[byt
         s404='{"ok": false, "message": "no request found for request_id \'<id>\'"}',
     ),
 )
-async def cancel(
-    request_id: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
-) -> Response[bytes]:
-    s = services
+async def cancel(request_id: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    s = services_of(request)
     s.deps.metrics.increment("http_requests_vm_total.delete.ondemand.request")
     # a request made with a token is cancelled with that token (or an admin's) only
     requester = await authorize(s, request, Target("request", "cancel", request_id), required=True)

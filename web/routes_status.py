@@ -13,7 +13,7 @@ from litestar.response import Redirect
 from commands.telemetry import check_health
 from projectors.daily_stats import day_of
 from projectors.read_stats import combine
-from web._deps import HEALTH_MAX_LAG, Services, ServicesDep
+from web._deps import HEALTH_MAX_LAG, Services, services_of
 from web._json import json_response
 from web._render_status import (
     SECTIONS,
@@ -41,7 +41,8 @@ _NAMED = 10
     "there); no `view` or a bare `?view` gives all, `?view=` only status.",
     responses=docs(s200="{boot, capacity, clone, pools, queue, status}"),
 )
-async def status(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+async def status(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     deps, pool_names = services.deps, services.pool_names
     present, value = query_param(request.scope["query_string"], "view")
     wanted = set(SECTIONS) if not present or value is None else set(value.split(","))
@@ -64,7 +65,8 @@ async def status(services: ServicesDep, request: Request[Any, Any, Any]) -> Resp
     description="`?pool=a,b`: pools named, or aliased, by any of the names.",
     responses=docs(s200='{"pools": {"<pool>": {"max", "alias", "ready"}}}'),
 )
-async def poolstat(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+async def poolstat(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     _, value = query_param(request.scope["query_string"], "pool")
     pools = pools_matching(services.settings, set(value.split(","))) if value else []
     views = await services.deps.reads.pool_status([p.name for p in pools])
@@ -76,7 +78,8 @@ async def poolstat(services: ServicesDep, request: Request[Any, Any, Any]) -> Re
     summary="Checked-out VMs across pools",
     responses=docs(s200='{"running": <n>}'),
 )
-async def totalrunning(services: ServicesDep) -> Response[bytes]:
+async def totalrunning(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     views = await services.deps.reads.pool_status(services.pool_names)
     return json_response({"running": sum(v.counts.get("running", 0) for v in views.values())})
 
@@ -90,7 +93,8 @@ async def totalrunning(services: ServicesDep) -> Response[bytes]:
         s404='{"ok": false}: no pools configured',
     ),
 )
-async def config(services: ServicesDep) -> Response[bytes]:
+async def config(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     if not services.pool_names:
         return json_response({"ok": False}, 404)
     views = await services.deps.reads.pool_status(services.pool_names)
@@ -110,7 +114,8 @@ async def config(services: ServicesDep) -> Response[bytes]:
         s503='{"ok": false, ...} with `problems`; {"ok": false, "redis": false} when Redis does not answer',
     ),
 )
-async def healthcheck(services: ServicesDep) -> Response[bytes]:
+async def healthcheck(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     deps = services.deps
     # a busy worker heartbeats every third of the reclaim idle time; give it a whole idle time
     live_ms = max(60_000, deps.settings.config.reclaim_idle_seconds * 1000)

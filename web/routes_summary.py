@@ -13,7 +13,7 @@ from litestar.params import FromPath
 
 from commands.errors import NotFound
 from projectors.daily_stats import day_of
-from web._deps import Services, ServicesDep
+from web._deps import Services, services_of
 from web._json import json_response
 from web._render_status import query_param
 from web._render_summary import TASKS, Days, date_range, summary_body, tag_section, task_section
@@ -45,7 +45,8 @@ async def _stats(s: Services, days: list[str]) -> Days:
         s200='{"boot", "clone", "tag", "daily": [{"date", "boot", "clone", "tag"}, ...]}', s400=_400
     ),
 )
-async def summary(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+async def summary(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     return json_response(summary_body(await _stats(services, _days_asked(services, request))))
 
 
@@ -73,9 +74,8 @@ _SECTION_DOCS = docs(
     responses=_SECTION_DOCS,
     description=f"`boot`, `clone` or `tag`; {_RANGE}",
 )
-async def summary_section(
-    request: Request[Any, Any, Any], name: FromPath[str], services: ServicesDep
-) -> Response[bytes]:
+async def summary_section(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[bytes]:
+    services = services_of(request)
     return await _section(services, request, name, None)
 
 
@@ -86,8 +86,9 @@ async def summary_section(
     description=f"boot/clone keep only `duration` or `count`; tag keeps one tag name. {_RANGE}",
 )
 async def summary_section_key(
-    request: Request[Any, Any, Any], name: FromPath[str], key: FromPath[str], services: ServicesDep
+    request: Request[Any, Any, Any], name: FromPath[str], key: FromPath[str]
 ) -> Response[bytes]:
+    services = services_of(request)
     return await _section(services, request, name, key)
 
 

@@ -17,7 +17,7 @@ from commands.checkout import Requester
 from commands.errors import NotFound, Refused
 from events import Event, VmDiskRequested, VmRevertRequested, VmSnapshotRequested
 from web._access import Target, authorize
-from web._deps import Services, ServicesDep
+from web._deps import Services, services_of
 from web._json import OK, json_response
 from web.errors import check
 from web.routes_vm import PREFIX, docs
@@ -53,9 +53,9 @@ async def _ask(s: Services, requester: Requester, pool: str, vm: str, event: Eve
     ),
 )
 async def add_disk(
-    hostname: FromPath[str], size: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
+    hostname: FromPath[str], size: FromPath[str], request: Request[Any, Any, Any]
 ) -> Response[bytes]:
-    s = services
+    s = services_of(request)
     s.deps.metrics.increment("http_requests_vm_total.post.vm.disksize")
     # A token first, as vmpooler; a VM checked out with a token accepts only that token or an
     # admin's (vmpooler lets any token act on any VM).
@@ -75,10 +75,8 @@ async def add_disk(
         s404='{"ok": false}: no such VM, or it is not booting, ready or running',
     ),
 )
-async def take_snapshot(
-    hostname: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
-) -> Response[bytes]:
-    s = services
+async def take_snapshot(hostname: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    s = services_of(request)
     s.deps.metrics.increment("http_requests_vm_total.post.vm.snapshot")
     vm = shorten_hostname(hostname)  # vmpooler does not validate hostnames here; unknown ones are 404
     requester = await authorize(s, request, Target("vm", "snapshot", vm), required=True)
@@ -98,9 +96,9 @@ async def take_snapshot(
     ),
 )
 async def revert_snapshot(
-    hostname: FromPath[str], snapshot: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
+    hostname: FromPath[str], snapshot: FromPath[str], request: Request[Any, Any, Any]
 ) -> Response[bytes]:
-    s = services
+    s = services_of(request)
     vm = shorten_hostname(hostname)
     requester = await authorize(s, request, Target("vm", "revert", vm), required=True)
     view = await s.deps.reads.vm(vm) if vm else None

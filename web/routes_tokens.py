@@ -13,7 +13,7 @@ from litestar.params import FromPath
 
 from commands.errors import NotFound, Unauthorized
 from commands.tokens import token_hash
-from web._deps import Services, ServicesDep
+from web._deps import Services, services_of
 from web._json import OK, json_response
 from web._render import ruby_time
 from web.routes_vm import PREFIX, docs
@@ -38,7 +38,8 @@ def _enabled(s: Services) -> None:
         s404='{"ok": false}: no tokens, or auth not configured',
     ),
 )
-async def list_tokens(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+async def list_tokens(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     _enabled(services)
     auth = services.auth
     mine = await auth.tokens.for_user(await auth.basic_user(request))
@@ -64,7 +65,8 @@ async def list_tokens(services: ServicesDep, request: Request[Any, Any, Any]) ->
         s404='{"ok": false}: auth not configured',
     ),
 )
-async def create_token(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+async def create_token(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     _enabled(services)
     auth = services.auth
     return json_response({"ok": True, "token": await auth.tokens.create(await auth.basic_user(request))})
@@ -78,7 +80,8 @@ async def create_token(services: ServicesDep, request: Request[Any, Any, Any]) -
         s404='{"ok": false}: no such token, or auth not configured',
     ),
 )
-async def show_token(token: FromPath[str], services: ServicesDep) -> Response[bytes]:
+async def show_token(token: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     _enabled(services)
     info = await services.auth.tokens.lookup(token)
     if info is None:
@@ -103,9 +106,8 @@ async def show_token(token: FromPath[str], services: ServicesDep) -> Response[by
         s404='{"ok": false}: auth not configured',
     ),
 )
-async def revoke_token(
-    token: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
-) -> Response[bytes]:
+async def revoke_token(token: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     _enabled(services)
     auth = services.auth
     if not await auth.tokens.revoke(token, await auth.basic_user(request)):

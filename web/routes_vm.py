@@ -15,7 +15,7 @@ from litestar.params import FromPath
 from commands.errors import NotFound, QuotaError
 from commands.metrics import metric_segment
 from web._access import Target, authorize
-from web._deps import Services, ServicesDep
+from web._deps import Services, services_of
 from web._json import OK, json_response, read_body
 from web._quota import check_caps
 from web._render import checkout_body, vm_body
@@ -54,6 +54,7 @@ _CHECKOUT_DOCS = docs(
     s404='{"ok": false}: nothing requested, or an unknown pool or alias',
     s503='{"ok": false}: not every VM could be had; none was handed out',
 )
+_CHECKOUT = Target("new", "checkout")
 _HOSTNAME_400 = '{"ok": false, "error": "<why>"}: malformed hostname'
 
 
@@ -65,7 +66,7 @@ async def _hand_out(
     s: Services, wanted: list[tuple[str, int]], request: Request[Any, Any, Any]
 ) -> Response[bytes]:
     # With auth configured, a sent X-AUTH-TOKEN must be valid (401); its user owns the VMs.
-    requester = await authorize(s, request, Target("new", "checkout"), required=False)
+    requester = await authorize(s, request, _CHECKOUT, required=False)
     settings, metrics = s.settings, s.deps.metrics
     for name, _ in wanted:
         if not settings.candidates(name):
@@ -108,7 +109,8 @@ def _checked(s: Services, result: T | ValidationFailure) -> T:
     description="Names of the configured pools (not their aliases).",
     responses=docs(s200='["<pool>", ...]'),
 )
-async def list_pools(services: ServicesDep) -> Response[bytes]:
+async def list_pools(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     return json_response(services.pool_names)
 
 
@@ -119,7 +121,8 @@ async def list_pools(services: ServicesDep) -> Response[bytes]:
     responses=_CHECKOUT_DOCS,
     description='Body `{"<pool or alias>": "<count>", ...}`; all VMs or none.',
 )
-async def checkout_json(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+async def checkout_json(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     _counted(services, "post.vm.checkout")
     body = _checked(services, parse_json_body(await read_body(request)))
     return await _hand_out(services, _checked(services, checkout_request_from_body(body)), request)
@@ -132,9 +135,8 @@ async def checkout_json(services: ServicesDep, request: Request[Any, Any, Any]) 
     responses=_CHECKOUT_DOCS,
     description="`<a>+<b>+<a>`: one VM per occurrence of a pool or alias; the body is ignored.",
 )
-async def checkout_path(
-    hostname: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
-) -> Response[bytes]:
+async def checkout_path(hostname: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     _counted(services, "get.vm.template")  # vmpooler's name for this POST
     return await _hand_out(services, _checked(services, checkout_request_from_path(hostname)), request)
 
@@ -148,7 +150,8 @@ async def checkout_path(
         s404='{"ok": false}: no such VM',
     ),
 )
-async def show_vm(hostname: FromPath[str], services: ServicesDep) -> Response[bytes]:
+async def show_vm(hostname: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
     _counted(services, "get.vm.hostname")
     vm = shorten_hostname(check(validate_hostname(hostname)))
     deps = services.deps
@@ -171,10 +174,8 @@ async def show_vm(hostname: FromPath[str], services: ServicesDep) -> Response[by
         s409='{"ok": false, "error": ...}: VM not running',
     ),
 )
-async def update_vm(
-    hostname: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
-) -> Response[bytes]:
-    s = services
+async def update_vm(hostname: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    s = services_of(request)
     _counted(s, "put.vm.modify")
     vm = shorten_hostname(check(validate_hostname(hostname)))
     pool = await s.vm_ops.locate(vm)
@@ -206,10 +207,8 @@ async def update_vm(
         s404='{"ok": false}: no such VM, or it is not checked out',
     ),
 )
-async def return_vm(
-    hostname: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
-) -> Response[bytes]:
-    s = services
+async def return_vm(hostname: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    s = services_of(request)
     _counted(s, "delete.vm.hostname")
     vm = shorten_hostname(check(validate_hostname(hostname)))
     try:

@@ -9,11 +9,10 @@ import html
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, TypeAlias
+from typing import Any, cast
 
 import msgspec
 from litestar import Request, Response, get
-from litestar.di import NamedDependency, Provide
 from litestar.enums import MediaType
 from litestar.params import FromPath
 from litestar.response import Stream
@@ -112,13 +111,6 @@ class Dashboard:
             assets=_assets(settings.config.site_name or "vmpooler"),
         )
 
-    def dependencies(self) -> dict[str, Provide]:
-        """The dependency map that injects this object as ``dashboard`` (provided once, cached)."""
-        return {"dashboard": Provide(self._itself, use_cache=True, sync_to_thread=False)}
-
-    def _itself(self) -> Dashboard:
-        return self
-
     def now(self) -> int:
         return self.services.deps.clock()
 
@@ -129,18 +121,21 @@ class Dashboard:
             await self.services.deps.dashboard_redis.aclose()
 
 
-DashboardDep: TypeAlias = NamedDependency[Dashboard]
-"""How a handler asks for its app's dashboard parts: ``dashboard: DashboardDep``."""
+def dashboard_of(request: Request[Any, Any, Any]) -> Dashboard:
+    """The :class:`Dashboard` of the app serving ``request`` (``app.state.dashboard``)."""
+    return cast(Dashboard, request.app.state.dashboard)
 
 
 @get("/dashboard/", include_in_schema=False)
-async def page(dashboard: DashboardDep) -> Response[bytes]:
+async def page(request: Request[Any, Any, Any]) -> Response[bytes]:
+    dashboard = dashboard_of(request)
     content, media = dashboard.assets["index.html"]
     return Response(content=content, media_type=media, headers=_STATIC_HEADERS)
 
 
 @get("/dashboard/static/{name:str}", include_in_schema=False)
-async def static(name: FromPath[str], dashboard: DashboardDep) -> Response[bytes]:
+async def static(name: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    dashboard = dashboard_of(request)
     found = dashboard.assets.get(name)
     if found is None or name == "index.html":
         return json_response({"ok": False}, 404, headers=NOSNIFF)
@@ -153,7 +148,8 @@ async def static(name: FromPath[str], dashboard: DashboardDep) -> Response[bytes
     description="Pools as rows `[size, ready, cloning, booting, running, completed]`, today's clone "
     "and boot times, the latest events, and `cursor`: the log position to follow from.",
 )
-async def data(dashboard: DashboardDep) -> Response[bytes]:
+async def data(request: Request[Any, Any, Any]) -> Response[bytes]:
+    dashboard = dashboard_of(request)
     site_name = dashboard.services.settings.config.site_name
     return _compact(await dashboard.snapshots.snapshot(dashboard.now(), site_name))
 
@@ -164,7 +160,8 @@ async def data(dashboard: DashboardDep) -> Response[bytes]:
     description="`window=hour` (60 minute points, default) or `day` (24 hour points); `since=<ms>` "
     "returns only the points from that time on.",
 )
-async def history(dashboard: DashboardDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+async def history(request: Request[Any, Any, Any]) -> Response[bytes]:
+    dashboard = dashboard_of(request)
     window = request.query_params.get("window") or "hour"
     since = request.query_params.get("since") or ""
     if window not in ("hour", "day") or (since and not since.isdigit()):
@@ -179,7 +176,8 @@ async def history(dashboard: DashboardDep, request: Request[Any, Any, Any]) -> R
     description="Messages `update` (`{events, rows}`, id = log position) and `resync`. Resumes "
     "after `Last-Event-ID`, or after `?since=<position>` on a first connection.",
 )
-async def live(dashboard: DashboardDep, request: Request[Any, Any, Any]) -> Response[Any]:
+async def live(request: Request[Any, Any, Any]) -> Response[Any]:
+    dashboard = dashboard_of(request)
     since = request.headers.get("last-event-id") or request.query_params.get("since") or None
     if since is not None and not _POSITION.match(since):
         return json_response({"ok": False}, 400, headers=NOSNIFF)
@@ -195,7 +193,8 @@ async def live(dashboard: DashboardDep, request: Request[Any, Any, Any]) -> Resp
 
 
 @get("/dashboard/vm/{name:str}", summary="One VM's events, oldest first")
-async def vm_history(name: FromPath[str], dashboard: DashboardDep) -> Response[bytes]:
+async def vm_history(name: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    dashboard = dashboard_of(request)
     history = await dashboard.audit.for_vm(name)
     if not history:
         return json_response({"ok": False}, 404, headers=NOSNIFF)
@@ -219,7 +218,8 @@ async def vm_history(name: FromPath[str], dashboard: DashboardDep) -> Response[b
     summary="Ready and size per pool (vmpooler's dashboard feed)",
     description="`?history=1` adds `history`: ready at the end of each of the last 60 minutes.",
 )
-async def stats_pool(dashboard: DashboardDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+async def stats_pool(request: Request[Any, Any, Any]) -> Response[bytes]:
+    dashboard = dashboard_of(request)
     pools = dashboard.pools
     rows = await dashboard.snapshots.rows(pools)
     body: dict[str, Any] = {p: {"size": rows[p][0], "ready": rows[p][1]} for p in pools}
@@ -235,7 +235,8 @@ async def stats_pool(dashboard: DashboardDep, request: Request[Any, Any, Any]) -
     summary="Running VMs per OS family (vmpooler's dashboard feed)",
     description="Pools grouped by the name before the first `-`; `?history=1` adds the last 60 minutes.",
 )
-async def stats_running(dashboard: DashboardDep, request: Request[Any, Any, Any]) -> Response[bytes]:
+async def stats_running(request: Request[Any, Any, Any]) -> Response[bytes]:
+    dashboard = dashboard_of(request)
     pools = dashboard.pools
     rows = await dashboard.snapshots.rows(pools)
     body: dict[str, Any] = {}
