@@ -24,7 +24,7 @@ from commands.settings import ConfigError, Settings
 
 from .redis_server import RedisServer
 
-__all__ = ["RedisHandle", "open_redis", "wait_for_redis"]
+__all__ = ["RedisHandle", "client_for", "open_redis", "wait_for_redis"]
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +76,26 @@ def open_redis(settings: Settings, *, start_embedded: bool = True) -> RedisHandl
             (data_dir / "redis.port").write_text(str(server.port))
             url = server.url
             log.info("embedded redis-server on %s, data in %s", url, data_dir)
+    client = client_for(url, settings, max(_MIN_CONNECTIONS, settings.redis.connection_pool_size))
+    return RedisHandle(client, url, server, lock)
+
+
+def client_for(url: str, settings: Settings, connections: int) -> aioredis.Redis:
+    """A client of its own on ``url`` (one Redis, or any node of a Cluster with ``:redis: cluster``)
+    with a pool of ``connections``: every pool of a process is built here (the main one, and small
+    ones that must never take the main one's connections, such as the dashboard's)."""
     if settings.redis.cluster:
-        return RedisHandle(_cluster_client(url, settings), url)
+        return _cluster_client(url, max(connections, _CLUSTER_CONNECTIONS_MIN))
     # A blocking pool: past its size a call waits for a connection instead of failing; the workers'
     # hundreds of concurrent handlers share it.
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
-        max_connections=max(_MIN_CONNECTIONS, settings.redis.connection_pool_size),
+        max_connections=connections,
         timeout=max(1, settings.redis.connection_pool_timeout),
         health_check_interval=HEALTH_CHECK_S,
     )
     pool.connection_class = reconnecting(pool.connection_class)
-    client = aioredis.Redis(connection_pool=pool)
-    return RedisHandle(client, url, server, lock)
+    return aioredis.Redis(connection_pool=pool)
 
 
 class _Cluster(RedisCluster):
@@ -104,10 +111,10 @@ class _Cluster(RedisCluster):
     ERRORS_ALLOW_RETRY = (ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
 
 
-def _cluster_client(url: str, settings: Settings) -> aioredis.Redis:
+def _cluster_client(url: str, connections_per_node: int) -> aioredis.Redis:
     client = _Cluster.from_url(
         url,
-        max_connections=_CLUSTER_CONNECTIONS_PER_NODE,
+        max_connections=connections_per_node,
         health_check_interval=HEALTH_CHECK_S,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), 8),
     )
@@ -122,9 +129,9 @@ def _cluster_client(url: str, settings: Settings) -> aioredis.Redis:
     return cast(aioredis.Redis, client)
 
 
-_CLUSTER_CONNECTIONS_PER_NODE = 512
+_CLUSTER_CONNECTIONS_MIN = 512
 """The cluster client's pools do not wait for a free connection (they raise at the limit), so
-they are sized for every handler, request and reader of a process at once."""
+each is sized for every handler, request and reader of a process at once."""
 
 HEALTH_CHECK_S = 2
 """A connection idle this long is PINGed before its next command."""

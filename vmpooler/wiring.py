@@ -41,7 +41,7 @@ from web.auth import Authenticator, DummyAuthenticator
 from web.auth_ldap import LdapAuthenticator
 
 from .metrics import build_metrics, close_metrics, prometheus_registry, run_metric_sources
-from .redis_client import RedisHandle
+from .redis_client import RedisHandle, client_for
 
 __all__ = ["Service", "build_app", "pool_settings"]
 
@@ -255,17 +255,10 @@ _DASHBOARD_CONNECTIONS = 8
 """The dashboard's own pool: its live follower, its bounded backlog reads and its JSON reads."""
 
 
-def dashboard_redis(client: aioredis.Redis) -> aioredis.Redis:
-    """A client on ``client``'s server with a small pool of its own, so open dashboards never take
+def dashboard_redis(service: Service) -> aioredis.Redis:
+    """A client on the service's Redis with a small pool of its own, so open dashboards never take
     the connections the API and the manager need (a flood of them waits for these few)."""
-    pool = client.connection_pool
-    own = aioredis.BlockingConnectionPool(
-        max_connections=_DASHBOARD_CONNECTIONS,
-        timeout=5,
-        connection_class=pool.connection_class,
-        **pool.connection_kwargs,
-    )
-    return aioredis.Redis(connection_pool=own)
+    return client_for(service.redis.url, service.settings, _DASHBOARD_CONNECTIONS)
 
 
 def build_app(service: Service) -> Litestar:
@@ -282,6 +275,6 @@ def build_app(service: Service) -> Litestar:
             authenticator=build_authenticator(service.settings),
             metrics=service.metrics,
             prometheus_registry=prometheus_registry(service.metrics),
-            dashboard_redis=dashboard_redis(service.redis.client),
+            dashboard_redis=dashboard_redis(service),
         )
     )
